@@ -1,0 +1,301 @@
+//! `scheduled-runs`: the local server (embedded SQLite, in-process scheduler) and the
+//! operator CLI. Command names and flags are stable: other tools script them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use scheduled_runs::domain::model::{Plan, WorkspaceRole};
+use scheduled_runs::embedded::{
+    DB_FILE, DEMO_ADMIN, DEMO_WORKSPACE, Embedded, EmbeddedConfig, load_or_create_secret,
+};
+use scheduled_runs::http::jwt;
+use scheduled_runs::ports::{Clock, SystemClock};
+
+/// Environment variable that overrides the JWT secret kept in the data directory.
+const SECRET_ENV: &str = "SCHEDULED_RUNS_JWT_SECRET";
+
+#[derive(Parser)]
+#[command(
+    name = "scheduled-runs",
+    version,
+    about = "Schedules, runs and reports runs of published data apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API with the embedded store and the in-process scheduler.
+    Serve(ServeArgs),
+    /// Create workspaces and change their plan (operator only).
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Print a JWT the local server accepts.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// Directory holding the database and the JWT secret.
+    #[arg(long, env = "SCHEDULED_RUNS_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    data: DataDir,
+    /// Do not create the demo workspace and project.
+    #[arg(long)]
+    no_demo: bool,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Create a workspace on a plan.
+    Create {
+        /// Workspace id (letters, digits, '-', '_').
+        id: String,
+        /// PROFESSIONAL, TEAM or ENTERPRISE.
+        #[arg(long, value_parser = parse_plan)]
+        plan: Plan,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Change a workspace's plan.
+    SetPlan {
+        id: String,
+        /// PROFESSIONAL, TEAM or ENTERPRISE.
+        #[arg(value_parser = parse_plan)]
+        plan: Plan,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    user: String,
+    /// The workspace id (`workspace_id` claim).
+    #[arg(long)]
+    workspace: String,
+    /// ADMIN or MEMBER.
+    #[arg(long, default_value = "MEMBER", value_parser = parse_role)]
+    role: WorkspaceRole,
+    /// The e-mail address (`email` claim).
+    #[arg(long)]
+    email: Option<String>,
+    /// Lifetime, e.g. 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: chrono::Duration,
+    #[command(flatten)]
+    data: DataDir,
+}
+
+fn parse_plan(s: &str) -> Result<Plan, String> {
+    Plan::parse(s)
+        .ok_or_else(|| format!("unknown plan {s:?}; use PROFESSIONAL, TEAM or ENTERPRISE"))
+}
+
+fn parse_role(s: &str) -> Result<WorkspaceRole, String> {
+    WorkspaceRole::parse(s).ok_or_else(|| format!("unknown role {s:?}; use ADMIN or MEMBER"))
+}
+
+fn parse_ttl(s: &str) -> Result<chrono::Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}; e.g. 90s, 30m, 1h, 7d"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3_600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    };
+    match secs {
+        Some(secs) if secs > 0 && secs <= 366 * 86_400 => Ok(chrono::Duration::seconds(secs)),
+        _ => Err(format!(
+            "invalid duration {s:?}; between 1s and 366d, e.g. 90s, 30m, 1h, 7d"
+        )),
+    }
+}
+
+fn secret(data_dir: &Path) -> Result<Vec<u8>> {
+    match std::env::var(SECRET_ENV) {
+        Ok(s) if !s.is_empty() => Ok(s.into_bytes()),
+        _ => load_or_create_secret(data_dir).with_context(|| {
+            format!(
+                "cannot read or create the JWT secret in {}",
+                data_dir.display()
+            )
+        }),
+    }
+}
+
+fn mint(
+    user: &str,
+    workspace: &str,
+    role: WorkspaceRole,
+    email: Option<&str>,
+    ttl: chrono::Duration,
+    secret: &[u8],
+) -> String {
+    let now = chrono::Utc::now();
+    let mut extra = serde_json::Map::new();
+    extra.insert("workspace_id".into(), workspace.into());
+    extra.insert("workspace_role".into(), role.as_str().into());
+    if let Some(email) = email {
+        extra.insert("email".into(), email.into());
+    }
+    jwt::sign(
+        &jwt::Claims {
+            sub: user.to_owned(),
+            exp: (now + ttl).timestamp(),
+            iat: Some(now.timestamp()),
+            nbf: None,
+            extra,
+        },
+        secret,
+    )
+}
+
+fn embedded(data_dir: &Path, public_url: String) -> Result<Embedded> {
+    let config = EmbeddedConfig::new(data_dir.to_owned(), public_url, secret(data_dir)?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Embedded::open(&config, clock).map_err(|e| {
+        anyhow!(
+            "cannot open the store {}: {e}",
+            data_dir.join(DB_FILE).display()
+        )
+    })
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let public_url = format!("http://{}", args.addr);
+    let app = embedded(&args.data.data_dir, public_url.clone())?;
+    if !args.no_demo {
+        let seed = app
+            .seed_demo()
+            .await
+            .map_err(|e| anyhow!("cannot create the demo data: {e}"))?;
+        let token = mint(
+            DEMO_ADMIN,
+            DEMO_WORKSPACE,
+            WorkspaceRole::Admin,
+            seed.admin.email.as_deref(),
+            chrono::Duration::days(7),
+            &secret(&args.data.data_dir)?,
+        );
+        println!("demo workspace {DEMO_WORKSPACE:?} (plan TEAM), user {DEMO_ADMIN:?} (ADMIN)");
+        if let Some(project) = seed.project_id {
+            println!("demo project {project} created and published");
+        }
+        println!("dev token (valid 7 days):\n\n{token}\n");
+        println!("try: curl -H \"Authorization: Bearer $TOKEN\" {public_url}/api/v1/projects\n");
+    }
+    let timer = app
+        .start_timer()
+        .await
+        .map_err(|e| anyhow!("cannot start the scheduler: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    println!("listening on {public_url} (API under /api/v1, OpenAPI at /api/v1/openapi.json)");
+    axum::serve(listener, app.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("server failed")?;
+    timer.abort();
+    Ok(())
+}
+
+async fn workspace(command: WorkspaceCommand) -> Result<()> {
+    match command {
+        WorkspaceCommand::Create { id, plan, data } => {
+            let app = embedded(&data.data_dir, String::new())?;
+            let ws = app.state.workspaces.create(&id, plan).await?;
+            println!(
+                "workspace {} created on plan {}",
+                ws.workspace_id,
+                ws.plan.as_str()
+            );
+        }
+        WorkspaceCommand::SetPlan { id, plan, data } => {
+            let app = embedded(&data.data_dir, String::new())?;
+            let ws = app.state.workspaces.set_plan(&id, plan).await?;
+            println!(
+                "workspace {} is now on plan {}",
+                ws.workspace_id,
+                ws.plan.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> Result<()> {
+    if args.user.is_empty() {
+        bail!("--user must not be empty");
+    }
+    if args.workspace.is_empty() {
+        bail!("--workspace must not be empty");
+    }
+    let secret = secret(&args.data.data_dir)?;
+    println!(
+        "{}",
+        mint(
+            &args.user,
+            &args.workspace,
+            args.role,
+            args.email.as_deref(),
+            args.ttl,
+            &secret
+        )
+    );
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("SCHEDULED_RUNS_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Workspace(command) => workspace(command).await,
+        Command::Token(args) => token(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

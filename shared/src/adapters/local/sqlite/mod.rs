@@ -1,0 +1,321 @@
+//! The embedded deployment's state store: every store port (`WorkspaceStore`,
+//! `ProjectStore`, `ScheduleStore`, `RunStore`) over one SQLite file, so the local binary
+//! needs no database server and keeps its state across restarts.
+//!
+//! Design, in short:
+//! * **One writer, several readers.** SQLite allows one writer at a time anyway; funnelling
+//!   every write through one connection behind a mutex, each in a `BEGIN IMMEDIATE`
+//!   transaction, makes read-check-write sequences (limits, versions, next version number)
+//!   race-free without retry loops. WAL mode lets a small pool of reader connections read
+//!   committed snapshots concurrently with that writer.
+//! * **Blocking work off the async runtime.** rusqlite is synchronous; every call runs in
+//!   `tokio::task::spawn_blocking` so HTTP handlers never stall a runtime worker.
+//! * **Versioned migrations** (`migrations.rs`) are applied in one transaction at open.
+//! * **Tenant isolation in the SQL.** Every statement a tenant can reach filters by
+//!   `workspace_id`; composite foreign keys make a schedule or run of one workspace unable
+//!   to point at another workspace's project.
+//!
+//! The shared contract suite (`tests/src/contract.rs`) pins the observable behaviour; the
+//! DynamoDB adapter runs the same suite.
+
+mod codec;
+mod migrations;
+mod projects;
+mod runs;
+mod schedules;
+mod workspaces;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::ports::PortError;
+
+/// Reader connections kept open. Reads are short single statements, so a handful is enough
+/// to keep a 2–4 core machine busy; more would only cost file handles and page cache.
+const READERS: usize = 4;
+
+/// How long a statement waits for a lock held by *another process* (e.g. the operator CLI
+/// writing to the same file) before giving up with a retryable error. Inside this process
+/// the writer mutex already serialises writes.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite store. Cheap to clone: clones share the same connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("readers", &self.pool.readers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pool {
+    writer: Mutex<Connection>,
+    readers: Box<[Mutex<Connection>]>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to
+    /// date. The parent directory must exist. This blocks briefly; call it at start-up.
+    pub fn open(path: &Path) -> Result<SqliteStore, PortError> {
+        // The writer is opened (and migrated) first so the readers, which must not create
+        // anything, find the file, the WAL and the schema in place.
+        let mut writer = Connection::open(path).map_err(db_err)?;
+        configure(&writer)?;
+        migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
+
+        let readers = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                        | OpenFlags::SQLITE_OPEN_URI,
+                )
+                .map_err(db_err)?;
+                configure(&conn)?;
+                // A reader must never write: a write here would bypass the writer mutex
+                // and its race-free checks.
+                conn.pragma_update(None, "query_only", true)
+                    .map_err(db_err)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+
+        Ok(SqliteStore {
+            pool: Arc::new(Pool {
+                writer: Mutex::new(writer),
+                readers: readers.into_boxed_slice(),
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Deletes runs whose retention ended at `as_of` and returns how many went. Reads
+    /// already hide expired runs, so this only reclaims space (the local stand-in for
+    /// DynamoDB's TTL deletion).
+    pub async fn purge_expired_runs(&self, as_of: DateTime<Utc>) -> Result<u64, PortError> {
+        let as_of = codec::ts(&as_of);
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM runs WHERE expires_at <= ?1", [&as_of])
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Runs `f` on a reader connection on the blocking thread pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, PortError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || pool.with_reader(f))
+            .await
+            .map_err(|e| PortError::fatal(format!("sqlite read task failed: {e}")))?
+    }
+
+    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction on the writer connection, on the
+    /// blocking thread pool; commits when `f` succeeds and rolls back when it fails.
+    async fn write<T, F>(&self, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, PortError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || pool.with_writer(f))
+            .await
+            .map_err(|e| PortError::fatal(format!("sqlite write task failed: {e}")))?
+    }
+}
+
+impl Pool {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, PortError>,
+    ) -> Result<T, PortError> {
+        // First free reader, so a burst of reads spreads over all connections ...
+        for reader in self.readers.iter() {
+            match reader.try_lock() {
+                Ok(conn) => return f(&conn),
+                Err(TryLockError::Poisoned(poisoned)) => return f(&poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        // ... and when all are busy, queue on one chosen round-robin so waiters spread too.
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        f(&lock(&self.readers[i]))
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, PortError>,
+    ) -> Result<T, PortError> {
+        let mut conn = lock(&self.writer);
+        // IMMEDIATE takes the write lock up front, so what `f` reads cannot change before
+        // it writes, also against other processes using the file.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        // On error the transaction is dropped, which rolls it back.
+        let out = f(&tx)?;
+        tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+}
+
+/// Runs a query and decodes every row with `decode`, which may fail on corrupt data (a
+/// `query_map` closure could only return driver errors).
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, PortError>,
+) -> Result<Vec<T>, PortError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = stmt.query(params).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Executes one cached statement and returns the number of rows it changed.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, PortError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(params))
+        .map_err(db_err)
+}
+
+/// Like `query_all` for a query that yields at most one row.
+fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, PortError>,
+) -> Result<Option<T>, PortError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = stmt.query(params).map_err(db_err)?;
+    rows.next().map_err(db_err)?.map(decode).transpose()
+}
+
+/// A poisoned mutex only means a thread panicked while holding the connection; any
+/// transaction it had open was rolled back when its guard dropped, so the connection is
+/// still sound and the store keeps serving instead of failing forever.
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Per-connection settings (SQLite keeps none of these in the file except WAL).
+fn configure(conn: &Connection) -> Result<(), PortError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    // journal_mode answers with the mode in force; anything but WAL (e.g. a file system
+    // without shared memory) would silently serialise readers behind the writer.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(db_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(PortError::fatal(format!(
+            "sqlite: could not enable WAL journal mode (got {mode})"
+        )));
+    }
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_err)?;
+    // NORMAL is durable across application crashes in WAL mode; only an OS crash or power
+    // loss may lose the last transactions, which is the usual trade for a local server.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Translates driver errors into the port's vocabulary. Constraint violations carry
+/// meaning: a taken primary key is `AlreadyExists`, a missing parent row (foreign key) is
+/// `NotFound`. Lock contention with another process is worth retrying; the rest is not.
+fn db_err(e: rusqlite::Error) -> PortError {
+    if let rusqlite::Error::SqliteFailure(failure, _) = &e {
+        match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return PortError::unavailable(format!("sqlite: {e}"));
+            }
+            ErrorCode::ConstraintViolation => match failure.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => return PortError::AlreadyExists,
+                rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return PortError::NotFound,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    PortError::fatal(format!("sqlite: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_twice_reuses_the_schema_and_enables_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let first = SqliteStore::open(&path).expect("first open");
+        drop(first);
+        let store = SqliteStore::open(&path).expect("second open");
+        let conn = lock(&store.pool.writer);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal mode");
+        assert_eq!(mode.to_ascii_lowercase(), "wal");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("foreign keys");
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn readers_refuse_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        let result = store.pool.with_reader(|conn| {
+            conn.execute(
+                "INSERT INTO workspaces (workspace_id, plan, created_at) VALUES ('w', 'TEAM', 'x')",
+                [],
+            )
+            .map_err(db_err)
+        });
+        assert!(result.is_err(), "a reader connection wrote: {result:?}");
+    }
+
+    #[test]
+    fn constraint_errors_map_to_port_errors() {
+        let conn = Connection::open_in_memory().expect("in-memory db");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("fk on");
+        conn.execute_batch(
+            "CREATE TABLE parent (id TEXT PRIMARY KEY);
+             CREATE TABLE child (id TEXT PRIMARY KEY, parent TEXT REFERENCES parent(id));
+             INSERT INTO parent VALUES ('p');",
+        )
+        .expect("schema");
+        let dup = conn
+            .execute("INSERT INTO parent VALUES ('p')", [])
+            .map_err(db_err);
+        assert!(matches!(dup, Err(PortError::AlreadyExists)), "{dup:?}");
+        let orphan = conn
+            .execute("INSERT INTO child VALUES ('c', 'nope')", [])
+            .map_err(db_err);
+        assert!(matches!(orphan, Err(PortError::NotFound)), "{orphan:?}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The pure core: types and decisions with no I/O. Everything here is a plain function over
+//! plain values, so it is tested exhaustively without any adapter.
+
+pub mod cadence;
+pub mod cron;
+pub mod fire_times;
+pub mod model;
+pub mod policy;

@@ -1,0 +1,440 @@
+//! The nouns of the product (SPEC §2): workspaces, users, projects and their versions,
+//! schedules and runs. Plain data with serde shapes that match the HTTP API, so the same
+//! types travel from the store to the response without a parallel hierarchy of DTOs.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::cadence::Cadence;
+
+/// The commercial plan of a workspace; it decides which schedule features are available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Plan {
+    Professional,
+    Team,
+    Enterprise,
+}
+
+impl Plan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Professional => "PROFESSIONAL",
+            Plan::Team => "TEAM",
+            Plan::Enterprise => "ENTERPRISE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Plan> {
+        match s.to_ascii_uppercase().as_str() {
+            "PROFESSIONAL" => Some(Plan::Professional),
+            "TEAM" => Some(Plan::Team),
+            "ENTERPRISE" => Some(Plan::Enterprise),
+            _ => None,
+        }
+    }
+}
+
+/// A user's role in the workspace, taken from the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkspaceRole {
+    Admin,
+    Member,
+}
+
+impl WorkspaceRole {
+    pub fn parse(s: &str) -> Option<WorkspaceRole> {
+        match s.to_ascii_uppercase().as_str() {
+            "ADMIN" => Some(WorkspaceRole::Admin),
+            "MEMBER" => Some(WorkspaceRole::Member),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceRole::Admin => "ADMIN",
+            WorkspaceRole::Member => "MEMBER",
+        }
+    }
+}
+
+/// A user's role on one project. The derive order is the privilege order:
+/// `CanView < CanExplore < CanEdit < FullAccess`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProjectRole {
+    CanView,
+    CanExplore,
+    CanEdit,
+    FullAccess,
+}
+
+impl ProjectRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectRole::CanView => "CAN_VIEW",
+            ProjectRole::CanExplore => "CAN_EXPLORE",
+            ProjectRole::CanEdit => "CAN_EDIT",
+            ProjectRole::FullAccess => "FULL_ACCESS",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProjectRole> {
+        match s {
+            "CAN_VIEW" => Some(ProjectRole::CanView),
+            "CAN_EXPLORE" => Some(ProjectRole::CanExplore),
+            "CAN_EDIT" => Some(ProjectRole::CanEdit),
+            "FULL_ACCESS" => Some(ProjectRole::FullAccess),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling: the identity the HTTP layer extracts from a verified token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: String,
+    pub workspace_id: String,
+    pub workspace_role: WorkspaceRole,
+    pub email: Option<String>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.workspace_role == WorkspaceRole::Admin
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    pub workspace_id: String,
+    pub plan: Plan,
+    pub auto_archive_after_days: Option<u32>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub user_id: String,
+    pub workspace_id: String,
+    pub email: Option<String>,
+    /// The workspace role last seen in one of the user's tokens; dispatch needs it to
+    /// re-check a schedule creator's access when no token is at hand.
+    pub workspace_role: WorkspaceRole,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    pub project_id: String,
+    pub workspace_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub archived: bool,
+    /// The newest published version, if any. Only published versions run.
+    pub published_version: Option<u32>,
+    /// Last human activity (edits, publishes, API use); drives auto-archive.
+    pub last_activity_at: DateTime<Utc>,
+}
+
+/// The type of an app input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InputType {
+    Text,
+    Number,
+    Boolean,
+    Date,
+    Select,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub input_type: InputType,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub default: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub options: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CellType {
+    Sql,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cell {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub cell_type: CellType,
+    pub connection: String,
+    pub sql: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppDef {
+    /// The cell ids the published app shows.
+    #[serde(default)]
+    pub cells: Vec<String>,
+}
+
+/// The body of a draft or of a published version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VersionBody {
+    #[serde(default)]
+    pub inputs: Vec<InputDef>,
+    #[serde(default)]
+    pub cells: Vec<Cell>,
+    #[serde(default)]
+    pub app: AppDef,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectVersion {
+    pub project_id: String,
+    pub version: u32,
+    pub body: VersionBody,
+    pub published_at: DateTime<Utc>,
+    pub published_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub project_id: String,
+    pub user_id: String,
+    pub role: ProjectRole,
+}
+
+/// What happens when a schedule fires while its previous run is still going.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OverlapPolicy {
+    #[default]
+    Skip,
+    Allow,
+}
+
+impl OverlapPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Skip => "SKIP",
+            OverlapPolicy::Allow => "ALLOW",
+        }
+    }
+}
+
+/// A stored schedule. `version` increments on every change (optimistic concurrency, ETag).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    pub schedule_id: String,
+    pub project_id: String,
+    pub workspace_id: String,
+    pub created_by: String,
+    pub creator_role: ProjectRole,
+    pub cadence: Cadence,
+    pub timezone: String,
+    pub enabled: bool,
+    pub update_published_results: bool,
+    pub use_cached_sql_results: bool,
+    pub overlap_policy: OverlapPolicy,
+    /// True when the schedule can fire more than once on some day; counts toward the
+    /// per-project limit of hourly schedules.
+    pub hourly: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Completed,
+    Errored,
+    Killed,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "PENDING",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Errored => "ERRORED",
+            RunStatus::Killed => "KILLED",
+            RunStatus::Skipped => "SKIPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        match s {
+            "PENDING" => Some(RunStatus::Pending),
+            "RUNNING" => Some(RunStatus::Running),
+            "COMPLETED" => Some(RunStatus::Completed),
+            "ERRORED" => Some(RunStatus::Errored),
+            "KILLED" => Some(RunStatus::Killed),
+            "SKIPPED" => Some(RunStatus::Skipped),
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunTrigger {
+    /// Created through the RunProject API.
+    Api,
+    /// Fired by a schedule at its due time.
+    Scheduled,
+    /// A schedule run on demand ("run now").
+    Manual,
+}
+
+impl RunTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Api => "API",
+            RunTrigger::Scheduled => "SCHEDULED",
+            RunTrigger::Manual => "MANUAL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunTrigger> {
+        match s {
+            "API" => Some(RunTrigger::Api),
+            "SCHEDULED" => Some(RunTrigger::Scheduled),
+            "MANUAL" => Some(RunTrigger::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// Why a scheduled run was recorded without executing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SkipReason {
+    ProjectArchived,
+    ScheduleDisabled,
+    CreatorNoAccess,
+    Overlap,
+    NotPublished,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::ProjectArchived => "PROJECT_ARCHIVED",
+            SkipReason::ScheduleDisabled => "SCHEDULE_DISABLED",
+            SkipReason::CreatorNoAccess => "CREATOR_NO_ACCESS",
+            SkipReason::Overlap => "OVERLAP",
+            SkipReason::NotPublished => "NOT_PUBLISHED",
+        }
+    }
+}
+
+/// One entry of a run's history of state changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub value: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// One execution (or recorded skip) of a project's published version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub run_id: String,
+    pub project_id: String,
+    pub workspace_id: String,
+    pub schedule_id: Option<String>,
+    pub run_trigger: RunTrigger,
+    pub status: RunStatus,
+    /// The nominal fire time of a scheduled run.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub project_version: Option<u32>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub skip_reason: Option<SkipReason>,
+    pub update_published_results: bool,
+    pub use_cached_sql_results: bool,
+    #[serde(default)]
+    pub input_params: serde_json::Map<String, serde_json::Value>,
+    pub trace_id: String,
+    pub state_events: Vec<StateEvent>,
+    /// When the run's record may be deleted (history retention).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Run {
+    /// A scheduled run's id is derived from `(scheduleId, scheduledFor)` so that every
+    /// duplicate delivery of the same fire names the same run.
+    pub fn scheduled_run_id(schedule_id: &str, scheduled_for: DateTime<Utc>) -> String {
+        let key = format!(
+            "{schedule_id}/{}",
+            scheduled_for.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        uuid::Uuid::new_v5(&RUN_ID_NAMESPACE, key.as_bytes()).to_string()
+    }
+}
+
+const RUN_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f3c_2b1e_9a47_4d0c_8e15_5a3b_7c9d_e201);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn scheduled_run_id_is_stable_per_fire_and_distinct_across_fires() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 8, 7, 30, 0).single();
+        let Some(t) = t else { panic!("valid instant") };
+        let a = Run::scheduled_run_id("s1", t);
+        assert_eq!(a, Run::scheduled_run_id("s1", t));
+        assert_ne!(a, Run::scheduled_run_id("s2", t));
+        assert_ne!(
+            a,
+            Run::scheduled_run_id("s1", t + chrono::Duration::hours(1))
+        );
+    }
+
+    #[test]
+    fn project_roles_are_ordered_by_privilege() {
+        assert!(ProjectRole::CanView < ProjectRole::CanExplore);
+        assert!(ProjectRole::CanExplore < ProjectRole::CanEdit);
+        assert!(ProjectRole::CanEdit < ProjectRole::FullAccess);
+    }
+}

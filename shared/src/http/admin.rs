@@ -1,0 +1,69 @@
+//! Handlers of the workspace-admin endpoints.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, Authenticated, PageQuery};
+use super::views::{AutoArchiveRequest, ScheduleList, ScheduleResponse, WorkspaceResponse};
+use crate::ports::ScheduleFilter;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminScheduleQuery {
+    pub project_id: Option<String>,
+    pub created_by: Option<String>,
+    pub enabled: Option<bool>,
+    /// 1 to 100; 25 when absent.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/schedules", tag = "admin", params(AdminScheduleQuery),
+    responses((status = 200, body = ScheduleList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiQuery(query): ApiQuery<AdminScheduleQuery>,
+) -> Result<Json<ScheduleList>> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let filter = ScheduleFilter {
+        project_id: query.project_id,
+        created_by: query.created_by,
+        enabled: query.enabled,
+    };
+    let page = state.schedules.admin_list(&caller, &filter, &page).await?;
+    Ok(Json(ScheduleList {
+        schedules: page
+            .items
+            .into_iter()
+            .map(|v| ScheduleResponse::new(v, &state.public_url))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/auto-archive", tag = "admin",
+    request_body = AutoArchiveRequest,
+    responses((status = 200, body = WorkspaceResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_auto_archive(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(body): ApiJson<AutoArchiveRequest>,
+) -> Result<Json<WorkspaceResponse>> {
+    let workspace = state
+        .workspaces
+        .set_auto_archive(&caller, body.after_days)
+        .await?;
+    Ok(Json(workspace.into()))
+}

@@ -1,0 +1,242 @@
+//! Response bodies: the JSON shapes of SPEC §5, built from the services' results. Kept
+//! apart from the domain types so that internal fields (workspace ids of other records,
+//! expiry bookkeeping) never leak into a response by accident.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::cadence::Cadence;
+use crate::domain::model::{
+    OverlapPolicy, Plan, ProjectRole, ProjectVersion, Run, RunStatus, RunTrigger, SkipReason,
+    StateEvent, Workspace,
+};
+use crate::services::projects::ProjectView;
+use crate::services::schedules::{ScheduleView, ScheduleWarning};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateProjectRequest {
+    pub title: String,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutMemberRequest {
+    pub role: ProjectRole,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoArchiveRequest {
+    /// Archive projects with no human activity for this many days; `null` turns it off.
+    pub after_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectResponse {
+    pub project_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub archived: bool,
+    pub published_version: Option<u32>,
+    /// The caller's effective role on the project.
+    pub role: ProjectRole,
+}
+
+impl From<ProjectView> for ProjectResponse {
+    fn from(v: ProjectView) -> Self {
+        let p = v.project;
+        ProjectResponse {
+            project_id: p.project_id,
+            title: p.title,
+            description: p.description,
+            created_by: p.created_by,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            archived: p.archived,
+            published_version: p.published_version,
+            role: v.role,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectList {
+    pub projects: Vec<ProjectResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishResponse {
+    pub version: u32,
+    pub published_at: DateTime<Utc>,
+}
+
+impl From<ProjectVersion> for PublishResponse {
+    fn from(v: ProjectVersion) -> Self {
+        PublishResponse {
+            version: v.version,
+            published_at: v.published_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberResponse {
+    pub project_id: String,
+    pub user_id: String,
+    pub role: ProjectRole,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceResponse {
+    pub workspace_id: String,
+    pub plan: Plan,
+    pub auto_archive_after_days: Option<u32>,
+}
+
+impl From<Workspace> for WorkspaceResponse {
+    fn from(w: Workspace) -> Self {
+        WorkspaceResponse {
+            workspace_id: w.workspace_id,
+            plan: w.plan,
+            auto_archive_after_days: w.auto_archive_after_days,
+        }
+    }
+}
+
+/// A run as the run log and the trigger endpoint show it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub run_id: String,
+    pub project_id: String,
+    pub schedule_id: Option<String>,
+    pub run_url: String,
+    pub status: RunStatus,
+    pub run_trigger: RunTrigger,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// Milliseconds between start and end.
+    pub elapsed_time: Option<i64>,
+    pub project_version: Option<u32>,
+    pub skip_reason: Option<SkipReason>,
+    pub update_published_results: bool,
+    pub use_cached_sql_results: bool,
+    pub trace_id: String,
+    pub state_events: Vec<StateEvent>,
+}
+
+impl RunSummary {
+    pub fn new(run: Run, public_url: &str) -> Self {
+        RunSummary {
+            run_url: format!(
+                "{public_url}/projects/{}/runs/{}",
+                run.project_id, run.run_id
+            ),
+            elapsed_time: run
+                .start_time
+                .zip(run.end_time)
+                .map(|(s, e)| (e - s).num_milliseconds()),
+            run_id: run.run_id,
+            project_id: run.project_id,
+            schedule_id: run.schedule_id,
+            status: run.status,
+            run_trigger: run.run_trigger,
+            scheduled_for: run.scheduled_for,
+            start_time: run.start_time,
+            end_time: run.end_time,
+            project_version: run.project_version,
+            skip_reason: run.skip_reason,
+            update_published_results: run.update_published_results,
+            use_cached_sql_results: run.use_cached_sql_results,
+            trace_id: run.trace_id,
+            state_events: run.state_events,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleResponse {
+    pub schedule_id: String,
+    pub project_id: String,
+    pub created_by: String,
+    /// The creator's role on the project when the schedule was created.
+    pub creator_role: ProjectRole,
+    pub cadence: Cadence,
+    pub timezone: String,
+    pub enabled: bool,
+    pub update_published_results: bool,
+    pub use_cached_sql_results: bool,
+    pub overlap_policy: OverlapPolicy,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Increments on every change; send it back in `If-Match`.
+    pub version: u64,
+    /// The EventBridge Scheduler expression, e.g. `cron(30 8 ? * MON-FRI *)`.
+    pub schedule_expression: String,
+    /// The next five fire instants (UTC); empty while the schedule or its project is off.
+    pub next_runs: Vec<DateTime<Utc>>,
+    pub warnings: Vec<ScheduleWarning>,
+    pub last_run: Option<RunSummary>,
+}
+
+impl ScheduleResponse {
+    pub fn new(v: ScheduleView, public_url: &str) -> Self {
+        let s = v.schedule;
+        ScheduleResponse {
+            schedule_id: s.schedule_id,
+            project_id: s.project_id,
+            created_by: s.created_by,
+            creator_role: s.creator_role,
+            cadence: s.cadence,
+            timezone: s.timezone,
+            enabled: s.enabled,
+            update_published_results: s.update_published_results,
+            use_cached_sql_results: s.use_cached_sql_results,
+            overlap_policy: s.overlap_policy,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            version: s.version,
+            schedule_expression: v.schedule_expression,
+            next_runs: v.next_runs,
+            warnings: v.warnings,
+            last_run: v.last_run.map(|r| RunSummary::new(r, public_url)),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+}

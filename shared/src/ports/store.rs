@@ -1,0 +1,203 @@
+//! State-store ports, one trait per aggregate. Every query is scoped by `workspace_id` so
+//! tenant isolation holds in the store itself, not only in the services above it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::PortError;
+use crate::domain::model::{
+    Member, Plan, Project, ProjectRole, ProjectVersion, Run, Schedule, User, VersionBody, Workspace,
+};
+
+/// A page of a list: at most `limit` items after the opaque `cursor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub fn first(limit: u32) -> Self {
+        PageRequest {
+            limit,
+            cursor: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when more items follow; pass it back as `cursor`.
+    pub next_cursor: Option<String>,
+}
+
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// Fails with `AlreadyExists` if the id is taken.
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<(), PortError>;
+    async fn get_workspace(&self, workspace_id: &str) -> Result<Option<Workspace>, PortError>;
+    async fn set_plan(&self, workspace_id: &str, plan: Plan) -> Result<Workspace, PortError>;
+    async fn set_auto_archive(
+        &self,
+        workspace_id: &str,
+        after_days: Option<u32>,
+    ) -> Result<Workspace, PortError>;
+    /// Records a user seen in a token (their e-mail may change between tokens).
+    async fn upsert_user(&self, user: &User) -> Result<(), PortError>;
+    async fn get_user(&self, workspace_id: &str, user_id: &str) -> Result<Option<User>, PortError>;
+}
+
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
+    /// Creates the project, an empty draft, and the creator's `FULL_ACCESS` membership.
+    async fn create_project(&self, project: &Project) -> Result<(), PortError>;
+    async fn get_project(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+    ) -> Result<Option<Project>, PortError>;
+    /// Projects of the workspace; with `member` set, only those the user has a role on.
+    async fn list_projects(
+        &self,
+        workspace_id: &str,
+        member: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Project>, PortError>;
+    async fn get_member_role(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        user_id: &str,
+    ) -> Result<Option<ProjectRole>, PortError>;
+    async fn put_member(&self, workspace_id: &str, member: &Member) -> Result<(), PortError>;
+    async fn get_draft(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+    ) -> Result<Option<VersionBody>, PortError>;
+    async fn put_draft(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        body: &VersionBody,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError>;
+    /// Atomically copies the draft to the next version number and returns it.
+    async fn publish(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ProjectVersion, PortError>;
+    async fn get_version(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        version: u32,
+    ) -> Result<Option<ProjectVersion>, PortError>;
+    async fn set_archived(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        archived: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Project, PortError>;
+    /// Records human activity on the project (drives auto-archive).
+    async fn touch_activity(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError>;
+}
+
+/// Limits checked atomically with a schedule insert or update (`None` = unlimited).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleLimits {
+    /// All schedules of the project, every creator together.
+    pub max_per_project: Option<u32>,
+    /// Schedules of this creator on the project.
+    pub max_per_creator: Option<u32>,
+    /// Hourly schedules of the project (checked only when the schedule is hourly).
+    pub max_hourly_per_project: Option<u32>,
+}
+
+/// Filters of the workspace-wide admin listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleFilter {
+    pub project_id: Option<String>,
+    pub created_by: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Inserts the schedule if the limits still hold; fails with `LimitReached`.
+    async fn insert_schedule(
+        &self,
+        schedule: &Schedule,
+        limits: &ScheduleLimits,
+    ) -> Result<(), PortError>;
+    async fn get_schedule(
+        &self,
+        workspace_id: &str,
+        schedule_id: &str,
+    ) -> Result<Option<Schedule>, PortError>;
+    /// Oldest first.
+    async fn list_project_schedules(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Schedule>, PortError>;
+    async fn list_workspace_schedules(
+        &self,
+        workspace_id: &str,
+        filter: &ScheduleFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Schedule>, PortError>;
+    /// Replaces the schedule stored at `expected_version` with `schedule` (whose `version`
+    /// is the new one); fails with `VersionMismatch` or `LimitReached`.
+    async fn update_schedule(
+        &self,
+        schedule: &Schedule,
+        expected_version: u64,
+        limits: &ScheduleLimits,
+    ) -> Result<(), PortError>;
+    async fn delete_schedule(&self, workspace_id: &str, schedule_id: &str)
+    -> Result<(), PortError>;
+    /// Every schedule of every workspace with whether its trigger should fire
+    /// (enabled and project not archived). Used by the local timer and `reconcile`.
+    async fn list_all_schedules(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<(Schedule, bool)>, PortError>;
+}
+
+/// The outcome of an idempotent run creation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunCreated {
+    Created,
+    /// A run with the same id already existed; it is returned unchanged.
+    Existing(Box<Run>),
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates the run unless one with the same id exists (conditional write).
+    async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError>;
+    async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<Run>, PortError>;
+    /// The run log of a schedule, newest fire first, without runs expired at `as_of`
+    /// (expiry deletion may lag, so reads filter).
+    async fn list_schedule_runs(
+        &self,
+        workspace_id: &str,
+        schedule_id: &str,
+        as_of: DateTime<Utc>,
+        page: &PageRequest,
+    ) -> Result<Page<Run>, PortError>;
+    /// The latest fire time recorded for every schedule (the local timer resumes from it).
+    async fn last_fire_times(&self) -> Result<Vec<(String, DateTime<Utc>)>, PortError>;
+}

@@ -1,0 +1,307 @@
+//! Dispatch: turns one fire of a schedule into exactly one run. The trigger backends
+//! deliver at least once, so the run's id is derived from `(scheduleId, scheduledFor)` and
+//! created with a conditional write; every duplicate delivery finds the same run. The same
+//! service serves the local timer and the dispatch Lambda.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::model::{
+    Caller, ProjectRole, Run, RunStatus, RunTrigger, Schedule, SkipReason, StateEvent,
+    WorkspaceRole,
+};
+use crate::domain::policy::{self, RunAuthority};
+use crate::ports::{
+    Clock, PageRequest, ProjectStore, RunCreated, RunMessage, RunQueue, RunStore, ScheduleStore,
+    WorkspaceStore,
+};
+
+use super::{ProjectAccess, ServiceError};
+
+/// What a dispatch did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DispatchOutcome {
+    /// A new run was created and queued for execution.
+    Queued(Box<Run>),
+    /// A new run was recorded as skipped.
+    Skipped(Box<Run>),
+    /// The fire was seen before; the run it created is returned unchanged.
+    Duplicate(Box<Run>),
+    /// The schedule no longer exists (deleted after the trigger fired); nothing to do.
+    ScheduleGone,
+}
+
+pub struct DispatchService {
+    pub workspaces: Arc<dyn WorkspaceStore>,
+    pub projects: Arc<dyn ProjectStore>,
+    pub schedules: Arc<dyn ScheduleStore>,
+    pub runs: Arc<dyn RunStore>,
+    pub queue: Arc<dyn RunQueue>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: DispatchSettings,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DispatchSettings {
+    /// How long run records are kept.
+    pub retention: Duration,
+    /// A duplicate delivery that finds its run still `PENDING` this long after creation
+    /// queues it again: the first delivery may have died between the write and the enqueue.
+    /// The executor's conditional start makes the extra message harmless.
+    pub requeue_after: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            retention: Duration::days(90),
+            requeue_after: Duration::seconds(60),
+        }
+    }
+}
+
+impl DispatchService {
+    /// Handles one (possibly duplicated) fire of a schedule.
+    pub async fn dispatch_scheduled(
+        &self,
+        workspace_id: &str,
+        schedule_id: &str,
+        scheduled_for: DateTime<Utc>,
+    ) -> Result<DispatchOutcome, ServiceError> {
+        let Some(schedule) = self
+            .schedules
+            .get_schedule(workspace_id, schedule_id)
+            .await?
+        else {
+            tracing::info!(schedule_id, %scheduled_for, "fire of a deleted schedule ignored");
+            return Ok(DispatchOutcome::ScheduleGone);
+        };
+        let run_id = Run::scheduled_run_id(schedule_id, scheduled_for);
+        if let Some(existing) = self.runs.get_run(workspace_id, &run_id).await? {
+            return self.duplicate(existing).await;
+        }
+        let now = self.clock.now();
+        let decision = self.decide(&schedule).await?;
+        let mut run = self.new_run(&schedule, run_id, RunTrigger::Scheduled, now);
+        run.scheduled_for = Some(scheduled_for);
+        let skip = match decision {
+            Decision::Skip(reason) => Some(reason),
+            Decision::Run { version, authority } => {
+                run.project_version = Some(version);
+                if let RunAuthority::Run {
+                    update_published_results,
+                    use_cached_sql_results,
+                } = authority
+                {
+                    run.update_published_results = update_published_results;
+                    run.use_cached_sql_results = use_cached_sql_results;
+                }
+                None
+            }
+        };
+        if let Some(reason) = skip {
+            run.status = RunStatus::Skipped;
+            run.skip_reason = Some(reason);
+            run.end_time = Some(now);
+            run.state_events
+                .push(event("STATUS", RunStatus::Skipped.as_str(), now));
+            run.state_events
+                .push(event("SKIP_REASON", reason.as_str(), now));
+        }
+        match self.runs.create_run_if_absent(&run).await? {
+            RunCreated::Existing(existing) => self.duplicate(*existing).await,
+            RunCreated::Created if skip.is_some() => {
+                tracing::info!(run_id = %run.run_id, schedule_id, reason = ?run.skip_reason, "scheduled run skipped");
+                Ok(DispatchOutcome::Skipped(Box::new(run)))
+            }
+            RunCreated::Created => {
+                self.enqueue(&run).await?;
+                tracing::info!(run_id = %run.run_id, schedule_id, %scheduled_for, "scheduled run queued");
+                Ok(DispatchOutcome::Queued(Box::new(run)))
+            }
+        }
+    }
+
+    /// Runs a schedule now, on request ("run now"): a `MANUAL` run with its own id.
+    pub async fn trigger_now(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        schedule_id: &str,
+    ) -> Result<Run, ServiceError> {
+        let access = ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::CanView,
+        )
+        .await?;
+        let schedule = self
+            .schedules
+            .get_schedule(&caller.workspace_id, schedule_id)
+            .await?
+            .filter(|s| s.project_id == project_id)
+            .ok_or(ServiceError::NotFound {
+                code: "SCHEDULE_NOT_FOUND",
+                what: "schedule",
+            })?;
+        policy::can_trigger_schedule(access.role, &caller.user_id, &schedule)?;
+        policy::check_project_schedulable(
+            policy::ProjectState {
+                archived: access.project.archived,
+                published: access.project.published_version.is_some(),
+            },
+            true,
+        )?;
+        let Some(version) = access.project.published_version else {
+            return Err(policy::Denied::ProjectNotPublished.into());
+        };
+        let now = self.clock.now();
+        let mut run = self.new_run(
+            &schedule,
+            uuid::Uuid::new_v4().to_string(),
+            RunTrigger::Manual,
+            now,
+        );
+        run.created_by = caller.user_id.clone();
+        run.project_version = Some(version);
+        if let RunAuthority::Run {
+            update_published_results,
+            use_cached_sql_results,
+        } = policy::run_authority(Some(access.role), &schedule)
+        {
+            run.update_published_results = update_published_results;
+            run.use_cached_sql_results = use_cached_sql_results;
+        }
+        self.runs.create_run_if_absent(&run).await?;
+        self.enqueue(&run).await?;
+        tracing::info!(run_id = %run.run_id, schedule_id, "manual run queued");
+        Ok(run)
+    }
+
+    async fn duplicate(&self, existing: Run) -> Result<DispatchOutcome, ServiceError> {
+        let stale = self.clock.now() - existing.created_at >= self.settings.requeue_after;
+        if existing.status == RunStatus::Pending && stale {
+            tracing::warn!(run_id = %existing.run_id, schedule_id = ?existing.schedule_id,
+                "duplicate fire found its run still pending; queueing it again");
+            self.enqueue(&existing).await?;
+        }
+        Ok(DispatchOutcome::Duplicate(Box::new(existing)))
+    }
+
+    async fn enqueue(&self, run: &Run) -> Result<(), ServiceError> {
+        self.queue
+            .enqueue(&RunMessage {
+                workspace_id: run.workspace_id.clone(),
+                project_id: run.project_id.clone(),
+                run_id: run.run_id.clone(),
+                schedule_id: run.schedule_id.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Applies SPEC §3 at fire time: archived project, disabled schedule, the creator's
+    /// current role, the version published now, and the overlap policy.
+    async fn decide(&self, schedule: &Schedule) -> Result<Decision, ServiceError> {
+        let ws = schedule.workspace_id.as_str();
+        let Some(project) = self.projects.get_project(ws, &schedule.project_id).await? else {
+            return Ok(Decision::Skip(SkipReason::ProjectArchived));
+        };
+        if project.archived {
+            return Ok(Decision::Skip(SkipReason::ProjectArchived));
+        }
+        if !schedule.enabled {
+            return Ok(Decision::Skip(SkipReason::ScheduleDisabled));
+        }
+        let Some(version) = project.published_version else {
+            return Ok(Decision::Skip(SkipReason::NotPublished));
+        };
+        let authority = policy::run_authority(self.creator_role(schedule).await?, schedule);
+        if authority == RunAuthority::NoAccess {
+            return Ok(Decision::Skip(SkipReason::CreatorNoAccess));
+        }
+        if schedule.overlap_policy == crate::domain::model::OverlapPolicy::Skip
+            && self.previous_run_active(schedule).await?
+        {
+            return Ok(Decision::Skip(SkipReason::Overlap));
+        }
+        Ok(Decision::Run { version, authority })
+    }
+
+    async fn creator_role(&self, schedule: &Schedule) -> Result<Option<ProjectRole>, ServiceError> {
+        let ws = schedule.workspace_id.as_str();
+        let is_admin = self
+            .workspaces
+            .get_user(ws, &schedule.created_by)
+            .await?
+            .is_some_and(|u| u.workspace_role == WorkspaceRole::Admin);
+        if is_admin {
+            return Ok(Some(ProjectRole::FullAccess));
+        }
+        Ok(self
+            .projects
+            .get_member_role(ws, &schedule.project_id, &schedule.created_by)
+            .await?)
+    }
+
+    async fn previous_run_active(&self, schedule: &Schedule) -> Result<bool, ServiceError> {
+        let latest = self
+            .runs
+            .list_schedule_runs(
+                &schedule.workspace_id,
+                &schedule.schedule_id,
+                self.clock.now(),
+                &PageRequest::first(1),
+            )
+            .await?;
+        Ok(latest.items.iter().any(|r| !r.status.is_terminal()))
+    }
+
+    fn new_run(
+        &self,
+        schedule: &Schedule,
+        run_id: String,
+        trigger: RunTrigger,
+        now: DateTime<Utc>,
+    ) -> Run {
+        Run {
+            run_id,
+            project_id: schedule.project_id.clone(),
+            workspace_id: schedule.workspace_id.clone(),
+            schedule_id: Some(schedule.schedule_id.clone()),
+            run_trigger: trigger,
+            status: RunStatus::Pending,
+            scheduled_for: None,
+            project_version: None,
+            created_by: schedule.created_by.clone(),
+            created_at: now,
+            start_time: None,
+            end_time: None,
+            skip_reason: None,
+            update_published_results: false,
+            use_cached_sql_results: true,
+            input_params: serde_json::Map::new(),
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+            state_events: vec![event("STATUS", RunStatus::Pending.as_str(), now)],
+            expires_at: now + self.settings.retention,
+        }
+    }
+}
+
+enum Decision {
+    Skip(SkipReason),
+    Run {
+        version: u32,
+        authority: RunAuthority,
+    },
+}
+
+fn event(event_type: &str, value: &str, at: DateTime<Utc>) -> StateEvent {
+    StateEvent {
+        event_type: event_type.to_owned(),
+        value: value.to_owned(),
+        timestamp: at,
+    }
+}

@@ -1,0 +1,1881 @@
+//! The store contract: what every state-store backend must do, written once against the
+//! port traits. The embedded SQLite store runs it always; the DynamoDB store runs the same
+//! functions when DynamoDB Local is up. A backend's test file only says how to make a fresh
+//! store — `store_contract_tests!` expands to one test per behaviour — so no backend can
+//! quietly skip a behaviour.
+//!
+//! Every behaviour creates its own uniquely named workspaces, users and projects, so the
+//! functions also hold on a store shared by many tests (one DynamoDB table). Listings that
+//! span workspaces (`list_all_schedules`, `last_fire_times`) are therefore checked only for
+//! this behaviour's own rows. All instants are fixed; nothing depends on the wall clock.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use scheduled_runs::domain::cadence::Cadence;
+use scheduled_runs::domain::model::{
+    Member, OverlapPolicy, Plan, Project, ProjectRole, Run, RunStatus, RunTrigger, Schedule, User,
+    VersionBody, Workspace, WorkspaceRole,
+};
+use scheduled_runs::ports::{
+    LimitKind, Page, PageRequest, PortError, ProjectStore, RunCreated, RunStore, ScheduleFilter,
+    ScheduleLimits, ScheduleStore, WorkspaceStore,
+};
+use serde_json::json;
+use tokio::sync::Barrier;
+
+/// The store under test, as the services see it: one trait object per port. `Arc` so the
+/// concurrency behaviours can hand the stores to spawned tasks.
+#[derive(Clone)]
+pub struct Stores {
+    pub workspaces: Arc<dyn WorkspaceStore>,
+    pub projects: Arc<dyn ProjectStore>,
+    pub schedules: Arc<dyn ScheduleStore>,
+    pub runs: Arc<dyn RunStore>,
+}
+
+impl Stores {
+    /// Bundles a backend that implements every store port.
+    pub fn from_store<S>(store: S) -> Stores
+    where
+        S: WorkspaceStore + ProjectStore + ScheduleStore + RunStore + 'static,
+    {
+        let store = Arc::new(store);
+        Stores {
+            workspaces: store.clone(),
+            projects: store.clone(),
+            schedules: store.clone(),
+            runs: store,
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per contract behaviour. `$fresh` is an `async fn()`
+/// returning `(guard, Stores)`; the guard (a temp dir, a table name, ...) lives as long as
+/// the test. Multi-threaded so the concurrency behaviours race for real.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($fresh:path) => {
+        $crate::store_contract_tests!(@each $fresh;
+            workspace_create_get_and_duplicate,
+            workspace_plan_and_auto_archive,
+            user_upsert_inserts_then_updates,
+            project_create_starts_with_empty_draft_and_full_access_creator,
+            project_listing_pages_all_and_member_only,
+            project_listing_is_stable_under_inserts,
+            draft_put_and_get,
+            publish_snapshots_the_draft_into_numbered_versions,
+            archive_and_unarchive,
+            activity_only_moves_forward,
+            member_put_replaces_role,
+            tenant_isolation,
+            schedule_insert_get_update_delete,
+            project_schedules_oldest_first_with_pages,
+            workspace_schedules_filter_and_page,
+            all_schedules_report_whether_they_should_fire,
+            limit_per_project_counts_every_creator,
+            limit_per_creator_counts_only_that_creator,
+            hourly_limit_counts_only_hourly_schedules,
+            update_rechecks_only_the_hourly_limit,
+            limits_are_checked_in_a_fixed_order,
+            concurrent_inserts_respect_the_creator_limit,
+            concurrent_inserts_respect_the_project_limit,
+            run_creation_is_idempotent,
+            concurrent_run_creation_creates_once,
+            run_log_newest_first_with_pages_and_expiry,
+            last_fire_times_are_the_latest_fire_per_schedule,
+            runs_outlive_their_schedule,
+            foreign_cursor_is_invalid,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_guard, stores) = $fresh().await;
+                $crate::contract::$name(&stores).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------
+
+/// A fixed instant on 2026-03-`day` (UTC).
+pub fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, minute, 0)
+        .single()
+        .expect("fixture instant is valid")
+}
+
+/// An id no other test (or earlier run against a persistent store) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn cadence(hourly: bool) -> Cadence {
+    let value = if hourly {
+        json!({"kind": "HOURLY", "minute": 15})
+    } else {
+        json!({"kind": "DAILY", "hour": 9, "minute": 0})
+    };
+    serde_json::from_value(value).expect("SPEC §4 cadence JSON decodes")
+}
+
+fn body(marker: &str) -> VersionBody {
+    serde_json::from_value(json!({
+        "inputs": [{"name": "region", "type": "TEXT", "default": marker}],
+        "cells": [{"id": "c1", "type": "SQL", "connection": "warehouse",
+                   "sql": format!("select '{marker}'")}],
+        "app": {"cells": ["c1"]}
+    }))
+    .expect("version body JSON decodes")
+}
+
+async fn new_workspace(s: &Stores, plan: Plan) -> String {
+    let id = unique("ws");
+    let ws = Workspace {
+        workspace_id: id.clone(),
+        plan,
+        auto_archive_after_days: None,
+        created_at: at(1, 0, 0),
+    };
+    s.workspaces
+        .create_workspace(&ws)
+        .await
+        .expect("create workspace");
+    id
+}
+
+fn project_value(workspace_id: &str, creator: &str, created_at: DateTime<Utc>) -> Project {
+    Project {
+        project_id: unique("proj"),
+        workspace_id: workspace_id.to_owned(),
+        title: "Weekly revenue".to_owned(),
+        description: Some("the numbers".to_owned()),
+        created_by: creator.to_owned(),
+        created_at,
+        updated_at: created_at,
+        archived: false,
+        published_version: None,
+        last_activity_at: created_at,
+    }
+}
+
+async fn new_project(
+    s: &Stores,
+    workspace_id: &str,
+    creator: &str,
+    created_at: DateTime<Utc>,
+) -> Project {
+    let p = project_value(workspace_id, creator, created_at);
+    s.projects.create_project(&p).await.expect("create project");
+    p
+}
+
+fn schedule_value(
+    project: &Project,
+    creator: &str,
+    hourly: bool,
+    created_at: DateTime<Utc>,
+) -> Schedule {
+    Schedule {
+        schedule_id: unique("sched"),
+        project_id: project.project_id.clone(),
+        workspace_id: project.workspace_id.clone(),
+        created_by: creator.to_owned(),
+        creator_role: ProjectRole::CanEdit,
+        cadence: cadence(hourly),
+        timezone: "Europe/Berlin".to_owned(),
+        enabled: true,
+        update_published_results: true,
+        use_cached_sql_results: false,
+        overlap_policy: OverlapPolicy::Skip,
+        hourly,
+        created_at,
+        updated_at: created_at,
+        version: 1,
+    }
+}
+
+async fn new_schedule(
+    s: &Stores,
+    project: &Project,
+    creator: &str,
+    hourly: bool,
+    created_at: DateTime<Utc>,
+) -> Schedule {
+    let schedule = schedule_value(project, creator, hourly, created_at);
+    s.schedules
+        .insert_schedule(&schedule, &ScheduleLimits::default())
+        .await
+        .expect("insert schedule");
+    schedule
+}
+
+/// A run of `schedule` (scheduled when `scheduled_for` is set, manual otherwise), or an
+/// API run when `schedule` is `None`.
+fn run_value(
+    project: &Project,
+    schedule: Option<&Schedule>,
+    scheduled_for: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Run {
+    let (run_id, trigger) = match (schedule, scheduled_for) {
+        (Some(s), Some(t)) => (
+            Run::scheduled_run_id(&s.schedule_id, t),
+            RunTrigger::Scheduled,
+        ),
+        (Some(_), None) => (unique("run"), RunTrigger::Manual),
+        (None, _) => (unique("run"), RunTrigger::Api),
+    };
+    Run {
+        run_id,
+        project_id: project.project_id.clone(),
+        workspace_id: project.workspace_id.clone(),
+        schedule_id: schedule.map(|s| s.schedule_id.clone()),
+        run_trigger: trigger,
+        status: RunStatus::Pending,
+        scheduled_for,
+        project_version: Some(1),
+        created_by: project.created_by.clone(),
+        created_at,
+        start_time: None,
+        end_time: None,
+        skip_reason: None,
+        update_published_results: false,
+        use_cached_sql_results: true,
+        input_params: serde_json::Map::new(),
+        trace_id: unique("trace"),
+        state_events: Vec::new(),
+        expires_at,
+    }
+}
+
+async fn create_run(s: &Stores, run: &Run) {
+    let created = s.runs.create_run_if_absent(run).await.expect("create run");
+    assert_eq!(created, RunCreated::Created, "run {} is new", run.run_id);
+}
+
+/// Follows `next_cursor` to the end; returns every item and the size of each page.
+async fn all_pages<T, F, Fut>(limit: u32, mut fetch: F) -> (Vec<T>, Vec<usize>)
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = Result<Page<T>, PortError>>,
+{
+    let mut request = PageRequest::first(limit);
+    let mut items = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = fetch(request.clone()).await.expect("list page");
+        assert!(
+            page.items.len() <= limit as usize,
+            "a page holds at most `limit` items"
+        );
+        sizes.push(page.items.len());
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => break,
+        }
+        assert!(sizes.len() < 1000, "pagination does not terminate");
+    }
+    (items, sizes)
+}
+
+fn ids<'a>(schedules: impl IntoIterator<Item = &'a Schedule>) -> Vec<String> {
+    schedules
+        .into_iter()
+        .map(|s| s.schedule_id.clone())
+        .collect()
+}
+
+fn assert_limit(result: Result<(), PortError>, kind: LimitKind) {
+    assert!(
+        matches!(result, Err(PortError::LimitReached(k)) if k == kind),
+        "expected LimitReached({kind:?}), got {result:?}"
+    );
+}
+
+fn assert_invalid_cursor<T: std::fmt::Debug>(result: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(result, Err(PortError::InvalidCursor)),
+        "{what}: expected InvalidCursor, got {result:?}"
+    );
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(result, Err(PortError::NotFound)),
+        "{what}: expected NotFound, got {result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Workspaces and users
+// ---------------------------------------------------------------------------------------
+
+pub async fn workspace_create_get_and_duplicate(s: &Stores) {
+    let ws = Workspace {
+        workspace_id: unique("ws"),
+        plan: Plan::Team,
+        auto_archive_after_days: Some(14),
+        created_at: at(1, 8, 0),
+    };
+    s.workspaces.create_workspace(&ws).await.expect("create");
+    assert_eq!(
+        s.workspaces
+            .get_workspace(&ws.workspace_id)
+            .await
+            .expect("get"),
+        Some(ws.clone())
+    );
+
+    let again = Workspace {
+        plan: Plan::Enterprise,
+        ..ws.clone()
+    };
+    let duplicate = s.workspaces.create_workspace(&again).await;
+    assert!(
+        matches!(duplicate, Err(PortError::AlreadyExists)),
+        "{duplicate:?}"
+    );
+    assert_eq!(
+        s.workspaces
+            .get_workspace(&ws.workspace_id)
+            .await
+            .expect("get"),
+        Some(ws),
+        "a refused duplicate changes nothing"
+    );
+    assert_eq!(
+        s.workspaces
+            .get_workspace(&unique("ws"))
+            .await
+            .expect("get unknown"),
+        None
+    );
+}
+
+pub async fn workspace_plan_and_auto_archive(s: &Stores) {
+    let id = new_workspace(s, Plan::Professional).await;
+
+    let upgraded = s
+        .workspaces
+        .set_plan(&id, Plan::Enterprise)
+        .await
+        .expect("set plan");
+    assert_eq!(upgraded.plan, Plan::Enterprise);
+    assert_eq!(upgraded.created_at, at(1, 0, 0), "other fields kept");
+    assert_eq!(
+        s.workspaces.get_workspace(&id).await.expect("get"),
+        Some(upgraded)
+    );
+
+    let with_rule = s
+        .workspaces
+        .set_auto_archive(&id, Some(30))
+        .await
+        .expect("set rule");
+    assert_eq!(with_rule.auto_archive_after_days, Some(30));
+    assert_eq!(with_rule.plan, Plan::Enterprise, "plan kept");
+    let without = s
+        .workspaces
+        .set_auto_archive(&id, None)
+        .await
+        .expect("clear rule");
+    assert_eq!(without.auto_archive_after_days, None);
+    assert_eq!(
+        s.workspaces.get_workspace(&id).await.expect("get"),
+        Some(without)
+    );
+
+    let unknown = unique("ws");
+    assert_not_found(
+        s.workspaces.set_plan(&unknown, Plan::Team).await,
+        "set_plan",
+    );
+    assert_not_found(
+        s.workspaces.set_auto_archive(&unknown, Some(1)).await,
+        "set_auto_archive",
+    );
+}
+
+pub async fn user_upsert_inserts_then_updates(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let user_id = unique("user");
+    assert_eq!(
+        s.workspaces.get_user(&ws, &user_id).await.expect("get"),
+        None
+    );
+
+    let first = User {
+        user_id: user_id.clone(),
+        workspace_id: ws.clone(),
+        email: Some("old@example.com".to_owned()),
+        workspace_role: WorkspaceRole::Member,
+    };
+    s.workspaces.upsert_user(&first).await.expect("insert");
+    assert_eq!(
+        s.workspaces.get_user(&ws, &user_id).await.expect("get"),
+        Some(first.clone())
+    );
+
+    let second = User {
+        email: Some("new@example.com".to_owned()),
+        workspace_role: WorkspaceRole::Admin,
+        ..first.clone()
+    };
+    s.workspaces.upsert_user(&second).await.expect("update");
+    assert_eq!(
+        s.workspaces.get_user(&ws, &user_id).await.expect("get"),
+        Some(second.clone())
+    );
+
+    let no_email = User {
+        email: None,
+        ..second
+    };
+    s.workspaces.upsert_user(&no_email).await.expect("clear");
+    assert_eq!(
+        s.workspaces.get_user(&ws, &user_id).await.expect("get"),
+        Some(no_email)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Projects
+// ---------------------------------------------------------------------------------------
+
+pub async fn project_create_starts_with_empty_draft_and_full_access_creator(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+
+    assert_eq!(
+        s.projects
+            .get_project(&ws, &p.project_id)
+            .await
+            .expect("get"),
+        Some(p.clone())
+    );
+    assert_eq!(
+        s.projects
+            .get_draft(&ws, &p.project_id)
+            .await
+            .expect("draft"),
+        Some(VersionBody::default())
+    );
+    assert_eq!(
+        s.projects
+            .get_member_role(&ws, &p.project_id, &owner)
+            .await
+            .expect("role"),
+        Some(ProjectRole::FullAccess)
+    );
+    assert_eq!(
+        s.projects
+            .get_member_role(&ws, &p.project_id, &unique("stranger"))
+            .await
+            .expect("role"),
+        None
+    );
+    assert_eq!(
+        s.projects
+            .get_version(&ws, &p.project_id, 1)
+            .await
+            .expect("version"),
+        None
+    );
+
+    let duplicate = s
+        .projects
+        .create_project(&Project {
+            title: "other".to_owned(),
+            ..p.clone()
+        })
+        .await;
+    assert!(
+        matches!(duplicate, Err(PortError::AlreadyExists)),
+        "{duplicate:?}"
+    );
+    assert_eq!(
+        s.projects
+            .get_project(&ws, &p.project_id)
+            .await
+            .expect("get"),
+        Some(p),
+        "a refused duplicate changes nothing"
+    );
+}
+
+pub async fn project_listing_pages_all_and_member_only(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let member = unique("member");
+    let mut projects = Vec::new();
+    // Created out of order, and two at the same instant: the order is created_at, then id.
+    for created in [
+        at(5, 9, 0),
+        at(2, 9, 0),
+        at(3, 9, 0),
+        at(3, 9, 0),
+        at(4, 9, 0),
+        at(6, 9, 0),
+    ] {
+        projects.push(new_project(s, &ws, &owner, created).await);
+    }
+    for p in [&projects[0], &projects[2], &projects[3]] {
+        s.projects
+            .put_member(
+                &ws,
+                &Member {
+                    project_id: p.project_id.clone(),
+                    user_id: member.clone(),
+                    role: ProjectRole::CanView,
+                },
+            )
+            .await
+            .expect("put member");
+    }
+    let mut expected = projects.clone();
+    expected.sort_by(|a, b| (a.created_at, &a.project_id).cmp(&(b.created_at, &b.project_id)));
+
+    // Six items in pages of two: exactly three pages, the last without a cursor.
+    let (all, sizes) = all_pages(2, |page| {
+        let (s, ws) = (s.clone(), ws.clone());
+        async move { s.projects.list_projects(&ws, None, &page).await }
+    })
+    .await;
+    assert_eq!(all, expected);
+    assert_eq!(sizes, vec![2, 2, 2]);
+
+    let (mine, sizes) = all_pages(2, |page| {
+        let (s, ws, member) = (s.clone(), ws.clone(), member.clone());
+        async move { s.projects.list_projects(&ws, Some(&member), &page).await }
+    })
+    .await;
+    let expected_mine: Vec<Project> = expected
+        .iter()
+        .filter(|p| [0, 2, 3].iter().any(|&i| projects[i] == **p))
+        .cloned()
+        .collect();
+    assert_eq!(mine, expected_mine);
+    assert_eq!(sizes, vec![2, 1]);
+
+    // The creator is a member (FULL_ACCESS) of everything they created.
+    let (owned, _) = all_pages(4, |page| {
+        let (s, ws, owner) = (s.clone(), ws.clone(), owner.clone());
+        async move { s.projects.list_projects(&ws, Some(&owner), &page).await }
+    })
+    .await;
+    assert_eq!(owned, expected);
+
+    let nobody = s
+        .projects
+        .list_projects(&ws, Some(&unique("nobody")), &PageRequest::first(10))
+        .await
+        .expect("list");
+    assert_eq!(
+        nobody,
+        Page {
+            items: vec![],
+            next_cursor: None
+        }
+    );
+}
+
+pub async fn project_listing_is_stable_under_inserts(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let mut originals = Vec::new();
+    for day in 10..15 {
+        originals.push(new_project(s, &ws, &owner, at(day, 9, 0)).await);
+    }
+
+    let first = s
+        .projects
+        .list_projects(&ws, None, &PageRequest::first(2))
+        .await
+        .expect("page 1");
+    assert_eq!(first.items, originals[..2].to_vec());
+
+    // Inserts behind and ahead of the cursor while the listing is under way.
+    let behind = new_project(s, &ws, &owner, at(1, 9, 0)).await;
+    let ahead = new_project(s, &ws, &owner, at(20, 9, 0)).await;
+
+    let mut seen = first.items.clone();
+    let mut cursor = first.next_cursor;
+    while let Some(c) = cursor {
+        let page = s
+            .projects
+            .list_projects(
+                &ws,
+                None,
+                &PageRequest {
+                    limit: 2,
+                    cursor: Some(c),
+                },
+            )
+            .await
+            .expect("next page");
+        seen.extend(page.items);
+        cursor = page.next_cursor;
+    }
+    let mut expected = originals.clone();
+    expected.push(ahead);
+    assert_eq!(
+        seen, expected,
+        "no original repeats or goes missing; the later insert shows up at its place"
+    );
+    assert!(!seen.contains(&behind));
+}
+
+pub async fn draft_put_and_get(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+
+    s.projects
+        .put_draft(&ws, &p.project_id, &body("a"), at(3, 10, 0))
+        .await
+        .expect("put draft");
+    assert_eq!(
+        s.projects.get_draft(&ws, &p.project_id).await.expect("get"),
+        Some(body("a"))
+    );
+    let project = s
+        .projects
+        .get_project(&ws, &p.project_id)
+        .await
+        .expect("get project")
+        .expect("project exists");
+    assert_eq!(
+        project.updated_at,
+        at(3, 10, 0),
+        "a draft edit updates the project"
+    );
+    assert_eq!(project.published_version, None, "editing is not publishing");
+
+    s.projects
+        .put_draft(&ws, &p.project_id, &body("b"), at(3, 11, 0))
+        .await
+        .expect("replace draft");
+    assert_eq!(
+        s.projects.get_draft(&ws, &p.project_id).await.expect("get"),
+        Some(body("b"))
+    );
+
+    let unknown = unique("proj");
+    assert_not_found(
+        s.projects
+            .put_draft(&ws, &unknown, &body("x"), at(3, 12, 0))
+            .await,
+        "put_draft of unknown project",
+    );
+    assert_eq!(
+        s.projects.get_draft(&ws, &unknown).await.expect("get"),
+        None
+    );
+}
+
+pub async fn publish_snapshots_the_draft_into_numbered_versions(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+    let pid = p.project_id.clone();
+    let editor = unique("editor");
+
+    s.projects
+        .put_draft(&ws, &pid, &body("a"), at(3, 9, 0))
+        .await
+        .expect("draft a");
+    let v1 = s
+        .projects
+        .publish(&ws, &pid, &editor, at(3, 10, 0))
+        .await
+        .expect("publish 1");
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.project_id, pid);
+    assert_eq!(v1.body, body("a"));
+    assert_eq!(v1.published_at, at(3, 10, 0));
+    assert_eq!(v1.published_by, editor);
+    assert_eq!(
+        s.projects.get_version(&ws, &pid, 1).await.expect("get v1"),
+        Some(v1.clone())
+    );
+    let project = s
+        .projects
+        .get_project(&ws, &pid)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(project.published_version, Some(1));
+    assert_eq!(project.updated_at, at(3, 10, 0));
+
+    // Later draft edits never reach a published version.
+    s.projects
+        .put_draft(&ws, &pid, &body("b"), at(4, 9, 0))
+        .await
+        .expect("draft b");
+    assert_eq!(
+        s.projects.get_version(&ws, &pid, 1).await.expect("get v1"),
+        Some(v1.clone())
+    );
+
+    let v2 = s
+        .projects
+        .publish(&ws, &pid, &editor, at(4, 10, 0))
+        .await
+        .expect("publish 2");
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.body, body("b"));
+    assert_eq!(
+        s.projects.get_version(&ws, &pid, 2).await.expect("get v2"),
+        Some(v2)
+    );
+    assert_eq!(
+        s.projects.get_version(&ws, &pid, 1).await.expect("get v1"),
+        Some(v1),
+        "publishing again keeps older versions"
+    );
+    assert_eq!(
+        s.projects.get_version(&ws, &pid, 3).await.expect("get v3"),
+        None
+    );
+    assert_eq!(
+        s.projects
+            .get_project(&ws, &pid)
+            .await
+            .expect("get")
+            .expect("exists")
+            .published_version,
+        Some(2)
+    );
+    assert_eq!(
+        s.projects.get_draft(&ws, &pid).await.expect("draft"),
+        Some(body("b")),
+        "publishing leaves the draft as it was"
+    );
+
+    assert_not_found(
+        s.projects
+            .publish(&ws, &unique("proj"), &editor, at(4, 11, 0))
+            .await,
+        "publish of unknown project",
+    );
+}
+
+pub async fn archive_and_unarchive(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+
+    let archived = s
+        .projects
+        .set_archived(&ws, &p.project_id, true, at(5, 9, 0))
+        .await
+        .expect("archive");
+    assert_eq!(
+        archived,
+        Project {
+            archived: true,
+            updated_at: at(5, 9, 0),
+            ..p.clone()
+        },
+        "only archived and updated_at change"
+    );
+    assert_eq!(
+        s.projects
+            .get_project(&ws, &p.project_id)
+            .await
+            .expect("get"),
+        Some(archived)
+    );
+
+    let restored = s
+        .projects
+        .set_archived(&ws, &p.project_id, false, at(6, 9, 0))
+        .await
+        .expect("unarchive");
+    assert!(!restored.archived);
+    assert_eq!(restored.updated_at, at(6, 9, 0));
+    assert_eq!(
+        s.projects
+            .get_project(&ws, &p.project_id)
+            .await
+            .expect("get"),
+        Some(restored)
+    );
+
+    assert_not_found(
+        s.projects
+            .set_archived(&ws, &unique("proj"), true, at(6, 9, 0))
+            .await,
+        "set_archived of unknown project",
+    );
+}
+
+pub async fn activity_only_moves_forward(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+    let current = |s: Stores, ws: String, pid: String| async move {
+        s.projects
+            .get_project(&ws, &pid)
+            .await
+            .expect("get")
+            .expect("exists")
+    };
+
+    s.projects
+        .touch_activity(&ws, &p.project_id, at(5, 9, 0))
+        .await
+        .expect("touch");
+    let touched = current(s.clone(), ws.clone(), p.project_id.clone()).await;
+    assert_eq!(touched.last_activity_at, at(5, 9, 0));
+    assert_eq!(touched.updated_at, p.updated_at, "activity is not an edit");
+
+    // A late report of older activity must not bring auto-archive closer.
+    s.projects
+        .touch_activity(&ws, &p.project_id, at(4, 9, 0))
+        .await
+        .expect("touch older");
+    assert_eq!(
+        current(s.clone(), ws.clone(), p.project_id.clone())
+            .await
+            .last_activity_at,
+        at(5, 9, 0)
+    );
+
+    assert_not_found(
+        s.projects
+            .touch_activity(&ws, &unique("proj"), at(5, 9, 0))
+            .await,
+        "touch_activity of unknown project",
+    );
+}
+
+pub async fn member_put_replaces_role(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let user = unique("user");
+    let role_of = |user: String| {
+        let (s, ws, pid) = (s.clone(), ws.clone(), p.project_id.clone());
+        async move {
+            s.projects
+                .get_member_role(&ws, &pid, &user)
+                .await
+                .expect("role")
+        }
+    };
+
+    for role in [
+        ProjectRole::CanView,
+        ProjectRole::CanEdit,
+        ProjectRole::CanExplore,
+    ] {
+        s.projects
+            .put_member(
+                &ws,
+                &Member {
+                    project_id: p.project_id.clone(),
+                    user_id: user.clone(),
+                    role,
+                },
+            )
+            .await
+            .expect("put member");
+        assert_eq!(role_of(user.clone()).await, Some(role));
+    }
+
+    // The creator's own membership is an ordinary row: it can be changed too.
+    s.projects
+        .put_member(
+            &ws,
+            &Member {
+                project_id: p.project_id.clone(),
+                user_id: owner.clone(),
+                role: ProjectRole::CanEdit,
+            },
+        )
+        .await
+        .expect("downgrade owner");
+    assert_eq!(role_of(owner).await, Some(ProjectRole::CanEdit));
+}
+
+/// Nothing of workspace A is visible or changeable through workspace B, even knowing ids.
+pub async fn tenant_isolation(s: &Stores) {
+    let a = new_workspace(s, Plan::Team).await;
+    let b = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let user = User {
+        user_id: owner.clone(),
+        workspace_id: a.clone(),
+        email: Some("owner@a.example".to_owned()),
+        workspace_role: WorkspaceRole::Admin,
+    };
+    s.workspaces.upsert_user(&user).await.expect("user");
+    let p = new_project(s, &a, &owner, at(2, 9, 0)).await;
+    let pid = p.project_id.clone();
+    s.projects
+        .put_draft(&a, &pid, &body("a"), at(2, 10, 0))
+        .await
+        .expect("draft");
+    s.projects
+        .publish(&a, &pid, &owner, at(2, 11, 0))
+        .await
+        .expect("publish");
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 12, 0)).await;
+    let sid = schedule.schedule_id.clone();
+    let run = run_value(
+        &p,
+        Some(&schedule),
+        Some(at(3, 9, 0)),
+        at(3, 9, 0),
+        at(30, 0, 0),
+    );
+    create_run(s, &run).await;
+    let first = PageRequest::first(10);
+    let empty = || Page::<Schedule> {
+        items: vec![],
+        next_cursor: None,
+    };
+
+    // Reads through B see nothing.
+    assert_eq!(s.workspaces.get_user(&b, &owner).await.expect("user"), None);
+    assert_eq!(s.projects.get_project(&b, &pid).await.expect("get"), None);
+    assert_eq!(
+        s.projects
+            .list_projects(&b, None, &first)
+            .await
+            .expect("list")
+            .items,
+        vec![]
+    );
+    assert_eq!(
+        s.projects
+            .list_projects(&b, Some(&owner), &first)
+            .await
+            .expect("list")
+            .items,
+        vec![]
+    );
+    assert_eq!(
+        s.projects
+            .get_member_role(&b, &pid, &owner)
+            .await
+            .expect("role"),
+        None
+    );
+    assert_eq!(s.projects.get_draft(&b, &pid).await.expect("draft"), None);
+    assert_eq!(
+        s.projects.get_version(&b, &pid, 1).await.expect("version"),
+        None
+    );
+    assert_eq!(s.schedules.get_schedule(&b, &sid).await.expect("get"), None);
+    assert_eq!(
+        s.schedules
+            .list_project_schedules(&b, &pid, &first)
+            .await
+            .expect("list"),
+        empty()
+    );
+    assert_eq!(
+        s.schedules
+            .list_workspace_schedules(&b, &ScheduleFilter::default(), &first)
+            .await
+            .expect("list"),
+        empty()
+    );
+    assert_eq!(s.runs.get_run(&b, &run.run_id).await.expect("run"), None);
+    assert_eq!(
+        s.runs
+            .list_schedule_runs(&b, &sid, at(4, 0, 0), &PageRequest::first(10))
+            .await
+            .expect("runs")
+            .items,
+        vec![]
+    );
+
+    // Writes through B fail and leave A alone.
+    assert_not_found(
+        s.projects
+            .put_draft(&b, &pid, &body("evil"), at(4, 0, 0))
+            .await,
+        "put_draft",
+    );
+    assert_not_found(
+        s.projects.publish(&b, &pid, &owner, at(4, 0, 0)).await,
+        "publish",
+    );
+    assert_not_found(
+        s.projects.set_archived(&b, &pid, true, at(4, 0, 0)).await,
+        "set_archived",
+    );
+    assert_not_found(
+        s.projects.touch_activity(&b, &pid, at(4, 0, 0)).await,
+        "touch_activity",
+    );
+    let mut moved = schedule.clone();
+    moved.workspace_id = b.clone();
+    moved.enabled = false;
+    moved.version = 2;
+    assert_not_found(
+        s.schedules
+            .update_schedule(&moved, 1, &ScheduleLimits::default())
+            .await,
+        "update_schedule",
+    );
+    assert_not_found(
+        s.schedules.delete_schedule(&b, &sid).await,
+        "delete_schedule",
+    );
+    // A schedule in B cannot hang off A's project.
+    let mut foreign = schedule_value(&p, &owner, false, at(4, 0, 0));
+    foreign.workspace_id = b.clone();
+    assert_not_found(
+        s.schedules
+            .insert_schedule(&foreign, &ScheduleLimits::default())
+            .await,
+        "insert_schedule on another workspace's project",
+    );
+    // Reusing A's run id from B never hands out A's run.
+    let mut intruder = run.clone();
+    intruder.workspace_id = b.clone();
+    match s.runs.create_run_if_absent(&intruder).await {
+        Ok(RunCreated::Existing(existing)) => {
+            assert_ne!(existing.workspace_id, a, "A's run leaked into B")
+        }
+        Ok(RunCreated::Created) | Err(_) => {}
+    }
+
+    assert_eq!(
+        s.projects.get_project(&a, &pid).await.expect("get"),
+        Some(Project {
+            published_version: Some(1),
+            updated_at: at(2, 11, 0),
+            ..p
+        })
+    );
+    assert_eq!(
+        s.projects.get_draft(&a, &pid).await.expect("draft"),
+        Some(body("a"))
+    );
+    assert_eq!(
+        s.schedules.get_schedule(&a, &sid).await.expect("get"),
+        Some(schedule)
+    );
+    assert_eq!(
+        s.runs.get_run(&a, &run.run_id).await.expect("run"),
+        Some(run)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Schedules
+// ---------------------------------------------------------------------------------------
+
+pub async fn schedule_insert_get_update_delete(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let none = ScheduleLimits::default();
+
+    let schedule = new_schedule(s, &p, &owner, false, at(3, 9, 0)).await;
+    let sid = schedule.schedule_id.clone();
+    assert_eq!(
+        s.schedules.get_schedule(&ws, &sid).await.expect("get"),
+        Some(schedule.clone())
+    );
+    let duplicate = s.schedules.insert_schedule(&schedule, &none).await;
+    assert!(
+        matches!(duplicate, Err(PortError::AlreadyExists)),
+        "{duplicate:?}"
+    );
+
+    let updated = Schedule {
+        enabled: false,
+        cadence: cadence(true),
+        hourly: true,
+        timezone: "UTC".to_owned(),
+        updated_at: at(3, 10, 0),
+        version: 2,
+        ..schedule.clone()
+    };
+    s.schedules
+        .update_schedule(&updated, 1, &none)
+        .await
+        .expect("update at the current version");
+    assert_eq!(
+        s.schedules.get_schedule(&ws, &sid).await.expect("get"),
+        Some(updated.clone())
+    );
+
+    // A writer that read version 1 lost the race: refused, nothing changes.
+    let stale = Schedule {
+        enabled: true,
+        version: 2,
+        ..schedule.clone()
+    };
+    let mismatch = s.schedules.update_schedule(&stale, 1, &none).await;
+    assert!(
+        matches!(mismatch, Err(PortError::VersionMismatch)),
+        "{mismatch:?}"
+    );
+    assert_eq!(
+        s.schedules.get_schedule(&ws, &sid).await.expect("get"),
+        Some(updated.clone())
+    );
+
+    let unknown = schedule_value(&p, &owner, false, at(3, 9, 0));
+    assert_not_found(
+        s.schedules.update_schedule(&unknown, 1, &none).await,
+        "update of unknown schedule",
+    );
+
+    s.schedules
+        .delete_schedule(&ws, &sid)
+        .await
+        .expect("delete");
+    assert_eq!(
+        s.schedules.get_schedule(&ws, &sid).await.expect("get"),
+        None
+    );
+    assert_not_found(
+        s.schedules.delete_schedule(&ws, &sid).await,
+        "second delete",
+    );
+    assert_not_found(
+        s.schedules.update_schedule(&updated, 2, &none).await,
+        "update after delete",
+    );
+
+    let orphan = schedule_value(
+        &project_value(&ws, &owner, at(2, 9, 0)),
+        &owner,
+        false,
+        at(3, 9, 0),
+    );
+    assert_not_found(
+        s.schedules.insert_schedule(&orphan, &none).await,
+        "insert on an unknown project",
+    );
+}
+
+pub async fn project_schedules_oldest_first_with_pages(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let other = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let mut mine = Vec::new();
+    for created in [
+        at(4, 9, 0),
+        at(3, 9, 0),
+        at(5, 9, 0),
+        at(3, 9, 0),
+        at(6, 9, 0),
+    ] {
+        mine.push(new_schedule(s, &p, &owner, false, created).await);
+        new_schedule(s, &other, &owner, false, created).await;
+    }
+    mine.sort_by(|a, b| (a.created_at, &a.schedule_id).cmp(&(b.created_at, &b.schedule_id)));
+
+    let (listed, sizes) = all_pages(2, |page| {
+        let (s, ws, pid) = (s.clone(), ws.clone(), p.project_id.clone());
+        async move { s.schedules.list_project_schedules(&ws, &pid, &page).await }
+    })
+    .await;
+    assert_eq!(listed, mine);
+    assert_eq!(sizes, vec![2, 2, 1]);
+}
+
+pub async fn workspace_schedules_filter_and_page(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let (u1, u2) = (unique("u1"), unique("u2"));
+    let pa = new_project(s, &ws, &u1, at(2, 9, 0)).await;
+    let pb = new_project(s, &ws, &u2, at(2, 9, 0)).await;
+    let insert = |p: Project, creator: String, enabled: bool, created: DateTime<Utc>| {
+        let s = s.clone();
+        async move {
+            let mut schedule = schedule_value(&p, &creator, false, created);
+            schedule.enabled = enabled;
+            s.schedules
+                .insert_schedule(&schedule, &ScheduleLimits::default())
+                .await
+                .expect("insert");
+            schedule
+        }
+    };
+    let s1 = insert(pa.clone(), u1.clone(), true, at(3, 9, 0)).await;
+    let s2 = insert(pa.clone(), u2.clone(), false, at(3, 10, 0)).await;
+    let s3 = insert(pb.clone(), u1.clone(), false, at(3, 11, 0)).await;
+    let s4 = insert(pb.clone(), u2.clone(), true, at(3, 12, 0)).await;
+
+    let list = |filter: ScheduleFilter, limit: u32| {
+        let (s, ws) = (s.clone(), ws.clone());
+        async move {
+            all_pages(limit, |page| {
+                let (s, ws, filter) = (s.clone(), ws.clone(), filter.clone());
+                async move {
+                    s.schedules
+                        .list_workspace_schedules(&ws, &filter, &page)
+                        .await
+                }
+            })
+            .await
+        }
+    };
+
+    let (all, sizes) = list(ScheduleFilter::default(), 3).await;
+    assert_eq!(ids(&all), ids([&s1, &s2, &s3, &s4]));
+    assert_eq!(sizes, vec![3, 1]);
+    let by_project = ScheduleFilter {
+        project_id: Some(pa.project_id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&list(by_project, 10).await.0), ids([&s1, &s2]));
+    let by_creator = ScheduleFilter {
+        created_by: Some(u1.clone()),
+        ..Default::default()
+    };
+    let (u1s, sizes) = list(by_creator, 1).await;
+    assert_eq!(ids(&u1s), ids([&s1, &s3]));
+    assert_eq!(sizes, vec![1, 1]);
+    let enabled = ScheduleFilter {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(ids(&list(enabled, 10).await.0), ids([&s1, &s4]));
+    let combined = ScheduleFilter {
+        project_id: Some(pb.project_id.clone()),
+        created_by: Some(u1.clone()),
+        enabled: Some(false),
+    };
+    assert_eq!(list(combined, 10).await.0, vec![s3]);
+    let nothing = ScheduleFilter {
+        created_by: Some(unique("nobody")),
+        ..Default::default()
+    };
+    assert_eq!(list(nothing, 10).await, (vec![], vec![0]));
+}
+
+pub async fn all_schedules_report_whether_they_should_fire(s: &Stores) {
+    let ws1 = new_workspace(s, Plan::Team).await;
+    let ws2 = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let live = new_project(s, &ws1, &owner, at(2, 9, 0)).await;
+    let shelved = new_project(s, &ws1, &owner, at(2, 9, 0)).await;
+    let elsewhere = new_project(s, &ws2, &owner, at(2, 9, 0)).await;
+
+    let enabled = new_schedule(s, &live, &owner, false, at(3, 9, 0)).await;
+    let mut disabled = schedule_value(&live, &owner, true, at(3, 9, 0));
+    disabled.enabled = false;
+    s.schedules
+        .insert_schedule(&disabled, &ScheduleLimits::default())
+        .await
+        .expect("insert disabled");
+    let on_archived = new_schedule(s, &shelved, &owner, false, at(3, 9, 0)).await;
+    let other_tenant = new_schedule(s, &elsewhere, &owner, false, at(3, 9, 0)).await;
+    s.projects
+        .set_archived(&ws1, &shelved.project_id, true, at(4, 9, 0))
+        .await
+        .expect("archive");
+
+    let mine: HashSet<String> = ids([&enabled, &disabled, &on_archived, &other_tenant])
+        .into_iter()
+        .collect();
+    let listing = || {
+        let (s, mine) = (s.clone(), mine.clone());
+        async move {
+            let (all, _) = all_pages(2, |page| {
+                let s = s.clone();
+                async move { s.schedules.list_all_schedules(&page).await }
+            })
+            .await;
+            let ours: Vec<(Schedule, bool)> = all
+                .into_iter()
+                .filter(|(sch, _)| mine.contains(&sch.schedule_id))
+                .collect();
+            let flags: HashMap<String, bool> = ours
+                .iter()
+                .map(|(sch, active)| (sch.schedule_id.clone(), *active))
+                .collect();
+            assert_eq!(flags.len(), ours.len(), "each schedule is listed once");
+            (ours, flags)
+        }
+    };
+
+    let (ours, flags) = listing().await;
+    assert_eq!(ours.len(), 4, "every workspace is walked");
+    assert!(ours.iter().any(|(sch, _)| *sch == enabled), "full values");
+    assert!(flags[&enabled.schedule_id]);
+    assert!(!flags[&disabled.schedule_id], "disabled");
+    assert!(!flags[&on_archived.schedule_id], "project archived");
+    assert!(flags[&other_tenant.schedule_id]);
+
+    s.projects
+        .set_archived(&ws1, &shelved.project_id, false, at(5, 9, 0))
+        .await
+        .expect("unarchive");
+    let (_, flags) = listing().await;
+    assert!(
+        flags[&on_archived.schedule_id],
+        "unarchiving restores the enabled schedule"
+    );
+    assert!(!flags[&disabled.schedule_id]);
+}
+
+pub async fn limit_per_project_counts_every_creator(s: &Stores) {
+    let ws = new_workspace(s, Plan::Professional).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let other = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let limits = ScheduleLimits {
+        max_per_project: Some(2),
+        ..Default::default()
+    };
+    let try_insert = |project: &Project, creator: String| {
+        let (s, schedule) = (
+            s.clone(),
+            schedule_value(project, &creator, false, at(3, 9, 0)),
+        );
+        async move {
+            let r = s.schedules.insert_schedule(&schedule, &limits).await;
+            (r, schedule)
+        }
+    };
+
+    let (r, first) = try_insert(&p, unique("u1")).await;
+    r.expect("first");
+    try_insert(&p, unique("u2")).await.0.expect("second");
+    assert_limit(try_insert(&p, unique("u3")).await.0, LimitKind::PerProject);
+    try_insert(&other, unique("u3"))
+        .await
+        .0
+        .expect("another project has its own count");
+
+    s.schedules
+        .delete_schedule(&ws, &first.schedule_id)
+        .await
+        .expect("delete");
+    try_insert(&p, unique("u3"))
+        .await
+        .0
+        .expect("a deletion frees a slot");
+}
+
+pub async fn limit_per_creator_counts_only_that_creator(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let other = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let explorer = unique("explorer");
+    let limits = ScheduleLimits {
+        max_per_creator: Some(1),
+        ..Default::default()
+    };
+    let try_insert = |project: &Project, creator: &str| {
+        let (s, schedule) = (
+            s.clone(),
+            schedule_value(project, creator, false, at(3, 9, 0)),
+        );
+        async move { s.schedules.insert_schedule(&schedule, &limits).await }
+    };
+
+    try_insert(&p, &explorer).await.expect("first");
+    assert_limit(try_insert(&p, &explorer).await, LimitKind::PerCreator);
+    try_insert(&p, &unique("someone"))
+        .await
+        .expect("other creators are not counted");
+    try_insert(&other, &explorer)
+        .await
+        .expect("counted per project");
+}
+
+pub async fn hourly_limit_counts_only_hourly_schedules(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let limits = ScheduleLimits {
+        max_hourly_per_project: Some(2),
+        ..Default::default()
+    };
+    let try_insert = |hourly: bool| {
+        let (s, schedule) = (s.clone(), schedule_value(&p, &owner, hourly, at(3, 9, 0)));
+        async move { s.schedules.insert_schedule(&schedule, &limits).await }
+    };
+
+    for _ in 0..3 {
+        try_insert(false).await.expect("daily schedules are free");
+    }
+    try_insert(true).await.expect("hourly 1");
+    try_insert(true).await.expect("hourly 2");
+    assert_limit(try_insert(true).await, LimitKind::HourlyPerProject);
+    try_insert(false)
+        .await
+        .expect("a daily schedule is not held back by the hourly limit");
+}
+
+pub async fn update_rechecks_only_the_hourly_limit(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let hourly = new_schedule(s, &p, &owner, true, at(3, 9, 0)).await;
+    let daily = new_schedule(s, &p, &owner, false, at(3, 10, 0)).await;
+    let one_hourly = ScheduleLimits {
+        max_hourly_per_project: Some(1),
+        ..Default::default()
+    };
+
+    let to_hourly = Schedule {
+        hourly: true,
+        cadence: cadence(true),
+        version: 2,
+        ..daily.clone()
+    };
+    assert_limit(
+        s.schedules
+            .update_schedule(&to_hourly, 1, &one_hourly)
+            .await,
+        LimitKind::HourlyPerProject,
+    );
+    assert_eq!(
+        s.schedules
+            .get_schedule(&ws, &daily.schedule_id)
+            .await
+            .expect("get"),
+        Some(daily.clone()),
+        "a refused update changes nothing"
+    );
+
+    // The hourly schedule does not count against itself.
+    let edited = Schedule {
+        enabled: false,
+        version: 2,
+        ..hourly.clone()
+    };
+    s.schedules
+        .update_schedule(&edited, 1, &one_hourly)
+        .await
+        .expect("an hourly schedule stays hourly");
+
+    // Project and creator limits apply to creation only.
+    let strict = ScheduleLimits {
+        max_per_project: Some(1),
+        max_per_creator: Some(1),
+        max_hourly_per_project: None,
+    };
+    let renamed = Schedule {
+        timezone: "UTC".to_owned(),
+        version: 2,
+        ..daily
+    };
+    s.schedules
+        .update_schedule(&renamed, 1, &strict)
+        .await
+        .expect("updates ignore the creation limits");
+}
+
+pub async fn limits_are_checked_in_a_fixed_order(s: &Stores) {
+    let ws = new_workspace(s, Plan::Professional).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    new_schedule(s, &p, &owner, true, at(3, 9, 0)).await;
+    let all = ScheduleLimits {
+        max_per_project: Some(1),
+        max_per_creator: Some(1),
+        max_hourly_per_project: Some(1),
+    };
+    let try_insert = |limits: ScheduleLimits| {
+        let (s, schedule) = (s.clone(), schedule_value(&p, &owner, true, at(3, 9, 0)));
+        async move { s.schedules.insert_schedule(&schedule, &limits).await }
+    };
+
+    assert_limit(try_insert(all).await, LimitKind::PerProject);
+    assert_limit(
+        try_insert(ScheduleLimits {
+            max_per_project: None,
+            ..all
+        })
+        .await,
+        LimitKind::PerCreator,
+    );
+    assert_limit(
+        try_insert(ScheduleLimits {
+            max_per_project: None,
+            max_per_creator: None,
+            ..all
+        })
+        .await,
+        LimitKind::HourlyPerProject,
+    );
+}
+
+/// Starts `n` inserts at once (released together by a barrier) and returns their results.
+async fn race_inserts(
+    s: &Stores,
+    schedules: Vec<Schedule>,
+    limits: ScheduleLimits,
+) -> Vec<Result<(), PortError>> {
+    let barrier = Arc::new(Barrier::new(schedules.len()));
+    let tasks: Vec<_> = schedules
+        .into_iter()
+        .map(|schedule| {
+            let (store, barrier) = (s.schedules.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.insert_schedule(&schedule, &limits).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("insert task finished"));
+    }
+    results
+}
+
+pub async fn concurrent_inserts_respect_the_creator_limit(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let explorer = unique("explorer");
+    let schedules = (0..20)
+        .map(|_| schedule_value(&p, &explorer, false, at(3, 9, 0)))
+        .collect();
+    let limits = ScheduleLimits {
+        max_per_creator: Some(1),
+        ..Default::default()
+    };
+
+    let results = race_inserts(s, schedules, limits).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(PortError::LimitReached(LimitKind::PerCreator))))
+        .count();
+    assert_eq!((ok, refused), (1, 19), "{results:?}");
+    let stored = s
+        .schedules
+        .list_project_schedules(&ws, &p.project_id, &PageRequest::first(100))
+        .await
+        .expect("list");
+    assert_eq!(stored.items.len(), 1);
+}
+
+pub async fn concurrent_inserts_respect_the_project_limit(s: &Stores) {
+    let ws = new_workspace(s, Plan::Professional).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    // Twenty different creators: only the project-wide count can stop them.
+    let schedules = (0..20)
+        .map(|_| schedule_value(&p, &unique("editor"), false, at(3, 9, 0)))
+        .collect();
+    let limits = ScheduleLimits {
+        max_per_project: Some(3),
+        ..Default::default()
+    };
+
+    let results = race_inserts(s, schedules, limits).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(PortError::LimitReached(LimitKind::PerProject))))
+        .count();
+    assert_eq!((ok, refused), (3, 17), "{results:?}");
+    let stored = s
+        .schedules
+        .list_project_schedules(&ws, &p.project_id, &PageRequest::first(100))
+        .await
+        .expect("list");
+    assert_eq!(stored.items.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------
+
+pub async fn run_creation_is_idempotent(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let run = run_value(
+        &p,
+        Some(&schedule),
+        Some(at(3, 9, 0)),
+        at(3, 9, 0),
+        at(30, 0, 0),
+    );
+
+    assert_eq!(
+        s.runs.create_run_if_absent(&run).await.expect("create"),
+        RunCreated::Created
+    );
+    // A duplicate delivery that got further (or differs) never overwrites the first.
+    let duplicate = Run {
+        status: RunStatus::Skipped,
+        trace_id: unique("trace"),
+        ..run.clone()
+    };
+    assert_eq!(
+        s.runs
+            .create_run_if_absent(&duplicate)
+            .await
+            .expect("duplicate"),
+        RunCreated::Existing(Box::new(run.clone()))
+    );
+    assert_eq!(
+        s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+        Some(run)
+    );
+
+    let api_run = run_value(&p, None, None, at(3, 10, 0), at(30, 0, 0));
+    create_run(s, &api_run).await;
+    assert_eq!(
+        s.runs.get_run(&ws, &api_run.run_id).await.expect("get"),
+        Some(api_run)
+    );
+    assert_eq!(
+        s.runs.get_run(&ws, &unique("run")).await.expect("get"),
+        None
+    );
+}
+
+pub async fn concurrent_run_creation_creates_once(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let run = run_value(
+        &p,
+        Some(&schedule),
+        Some(at(3, 9, 0)),
+        at(3, 9, 0),
+        at(30, 0, 0),
+    );
+
+    // Fifty deliveries of the same fire at once.
+    let barrier = Arc::new(Barrier::new(50));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, barrier, run) = (s.runs.clone(), barrier.clone(), run.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.create_run_if_absent(&run).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.expect("task finished").expect("create run") {
+            RunCreated::Created => created += 1,
+            RunCreated::Existing(existing) => assert_eq!(*existing, run),
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+pub async fn run_log_newest_first_with_pages_and_expiry(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let other = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let as_of = at(20, 0, 0);
+    let keep = at(30, 0, 0);
+    let scheduled = |t: DateTime<Utc>, expires: DateTime<Utc>| {
+        run_value(
+            &p,
+            Some(&schedule),
+            Some(t),
+            t + Duration::seconds(3),
+            expires,
+        )
+    };
+
+    let r10 = scheduled(at(3, 10, 0), keep);
+    let r11 = scheduled(at(3, 11, 0), keep);
+    let r12 = scheduled(at(3, 12, 0), keep);
+    let r13 = scheduled(at(3, 13, 0), keep);
+    // Runs without a fire time (run now) sort by when they were created.
+    let manual = run_value(&p, Some(&schedule), None, at(3, 11, 30), keep);
+    // Same sort instant as r12, and the pair straddles a page boundary: the tie is broken
+    // by id (either direction), and neither entry is lost or repeated.
+    let manual_tie = run_value(&p, Some(&schedule), None, at(3, 12, 0), keep);
+    // Expiring exactly at `as_of` is expired; one second later is not.
+    let expired = scheduled(at(3, 9, 0), as_of);
+    let last_second = scheduled(at(3, 8, 0), as_of + Duration::seconds(1));
+    let other_schedule = run_value(&p, Some(&other), Some(at(3, 11, 0)), at(3, 11, 0), keep);
+    let api = run_value(&p, None, None, at(3, 11, 0), keep);
+    // Inserted in a scrambled order.
+    for run in [
+        &r11,
+        &expired,
+        &manual_tie,
+        &other_schedule,
+        &r13,
+        &r10,
+        &api,
+        &last_second,
+        &r12,
+        &manual,
+    ] {
+        create_run(s, run).await;
+    }
+
+    let list = |as_of: DateTime<Utc>| {
+        let (s, ws, sid) = (s.clone(), ws.clone(), schedule.schedule_id.clone());
+        async move {
+            all_pages(2, |page| {
+                let (s, ws, sid) = (s.clone(), ws.clone(), sid.clone());
+                async move { s.runs.list_schedule_runs(&ws, &sid, as_of, &page).await }
+            })
+            .await
+        }
+    };
+
+    let (log, sizes) = list(as_of).await;
+    assert_eq!(sizes, vec![2, 2, 2, 1]);
+    assert_eq!(log[0], r13);
+    let tied: HashSet<String> = log[1..3].iter().map(|r| r.run_id.clone()).collect();
+    assert_eq!(
+        tied,
+        HashSet::from([r12.run_id.clone(), manual_tie.run_id.clone()]),
+        "the two 12:00 entries follow, split over pages 1 and 2"
+    );
+    assert_eq!(
+        log[3..].to_vec(),
+        vec![
+            manual.clone(),
+            r11.clone(),
+            r10.clone(),
+            last_second.clone()
+        ]
+    );
+
+    // Expiry is judged at `as_of`, not by the wall clock.
+    let (earlier, _) = list(at(19, 0, 0)).await;
+    assert_eq!(earlier.len(), 8);
+    assert_eq!(earlier[6], expired);
+    assert_eq!(earlier[7], last_second);
+}
+
+pub async fn last_fire_times_are_the_latest_fire_per_schedule(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let s1 = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let s2 = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let s3 = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let keep = at(30, 0, 0);
+    for t in [at(3, 10, 0), at(3, 12, 0), at(3, 11, 0)] {
+        create_run(s, &run_value(&p, Some(&s1), Some(t), t, keep)).await;
+    }
+    create_run(
+        s,
+        &run_value(&p, Some(&s2), Some(at(3, 9, 0)), at(3, 9, 0), keep),
+    )
+    .await;
+    // Manual runs have no fire time and do not move the timer.
+    create_run(s, &run_value(&p, Some(&s1), None, at(3, 13, 0), keep)).await;
+    create_run(s, &run_value(&p, Some(&s3), None, at(3, 13, 0), keep)).await;
+    create_run(s, &run_value(&p, None, None, at(3, 14, 0), keep)).await;
+
+    let mine: HashSet<String> = ids([&s1, &s2, &s3]).into_iter().collect();
+    let times: Vec<(String, DateTime<Utc>)> = s
+        .runs
+        .last_fire_times()
+        .await
+        .expect("last fire times")
+        .into_iter()
+        .filter(|(id, _)| mine.contains(id))
+        .collect();
+    let by_id: HashMap<String, DateTime<Utc>> = times.iter().cloned().collect();
+    assert_eq!(by_id.len(), times.len(), "one entry per schedule");
+    assert_eq!(
+        by_id,
+        HashMap::from([
+            (s1.schedule_id.clone(), at(3, 12, 0)),
+            (s2.schedule_id.clone(), at(3, 9, 0)),
+        ])
+    );
+}
+
+pub async fn runs_outlive_their_schedule(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let run = run_value(
+        &p,
+        Some(&schedule),
+        Some(at(3, 9, 0)),
+        at(3, 9, 0),
+        at(30, 0, 0),
+    );
+    create_run(s, &run).await;
+
+    s.schedules
+        .delete_schedule(&ws, &schedule.schedule_id)
+        .await
+        .expect("delete schedule");
+
+    assert_eq!(
+        s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+        Some(run.clone())
+    );
+    let log = s
+        .runs
+        .list_schedule_runs(
+            &ws,
+            &schedule.schedule_id,
+            at(4, 0, 0),
+            &PageRequest::first(10),
+        )
+        .await
+        .expect("run log");
+    assert_eq!(log.items, vec![run]);
+}
+
+/// A cursor the store did not issue names no page: `NotFound`, never a backend failure
+/// (the HTTP layer must not answer 500 to a mangled query string).
+pub async fn foreign_cursor_is_invalid(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+    for cursor in ["%%%not base64%%%", "bm90LWpzb24", "WzEsMiwzXQ"] {
+        let page = PageRequest {
+            limit: 10,
+            cursor: Some(cursor.to_owned()),
+        };
+        assert_invalid_cursor(
+            s.projects.list_projects(&ws, None, &page).await,
+            "list_projects",
+        );
+        assert_invalid_cursor(
+            s.schedules
+                .list_project_schedules(&ws, &p.project_id, &page)
+                .await,
+            "list_project_schedules",
+        );
+        assert_invalid_cursor(
+            s.schedules
+                .list_workspace_schedules(&ws, &ScheduleFilter::default(), &page)
+                .await,
+            "list_workspace_schedules",
+        );
+        assert_invalid_cursor(
+            s.schedules.list_all_schedules(&page).await,
+            "list_all_schedules",
+        );
+        assert_invalid_cursor(
+            s.runs
+                .list_schedule_runs(&ws, "sched", at(4, 0, 0), &page)
+                .await,
+            "list_schedule_runs",
+        );
+    }
+}
