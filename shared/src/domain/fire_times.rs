@@ -27,7 +27,8 @@ pub(super) const ALL_WEEKDAYS: u8 = 0x7F;
 const SEARCH_YEARS: i32 = 30;
 
 /// Step of the offset scan in [`FireSpec::dst_skips`]. Two clock changes less than a day apart
-/// would cancel out between samples; no zone in tzdb schedules such a pair.
+/// could cancel out between samples; in tzdb 2025b the closest future pair (2026-2099) is
+/// seven days apart (Asia/Gaza, 2040).
 const TRANSITION_SCAN_STEP_SECONDS: i64 = 86_400;
 
 /// Which days of a month may fire. EventBridge can restrict only one of the two Unix day

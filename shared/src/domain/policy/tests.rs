@@ -177,7 +177,11 @@ fn editors_get_defaults_and_may_toggle_explorers_are_locked() {
         use_cached_sql_results: c,
     };
     // (role, requested, expected (update, cached) or the refused field)
-    type Case = (ProjectRole, RequestedToggles, Result<(bool, bool), &'static str>);
+    type Case = (
+        ProjectRole,
+        RequestedToggles,
+        Result<(bool, bool), &'static str>,
+    );
     let cases: &[Case] = &[
         (CanEdit, t(None, None), Ok((true, false))),
         (FullAccess, t(None, None), Ok((true, false))),
