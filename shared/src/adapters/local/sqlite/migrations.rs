@@ -15,11 +15,18 @@ pub(super) struct Migration {
 }
 
 /// Every migration, in version order. Append only.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema",
-    sql: V1_INITIAL,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema",
+        sql: V1_INITIAL,
+    },
+    Migration {
+        version: 2,
+        description: "run execution, results, connections, sql cache, rate limits",
+        sql: V2_EXECUTION,
+    },
+];
 
 /// Timestamps are fixed-width RFC 3339 text (see `codec::ts`), booleans 0/1 integers.
 /// Schedules and runs keep their full value as a JSON `body`, next to copies of the fields
@@ -132,6 +139,62 @@ CREATE INDEX runs_fire_times ON runs (schedule_id, scheduled_for)
     WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL;
 -- Retention purge.
 CREATE INDEX runs_by_expiry ON runs (expires_at);
+"#;
+
+/// Run execution (SPEC §5): conditional run updates, the project run listing and the
+/// sweeper's view of active runs, plus the tables of published results, connections, the
+/// SQL cache and rate-limit windows. Existing runs were all written before executors
+/// existed, so their attempt is 0 (the body's `attempt` defaults to 0 too).
+const V2_EXECUTION: &str = r#"
+-- update_run compares status and attempt in one UPDATE ... WHERE.
+ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+-- A project's runs, newest created first, filtered by status or trigger in the scan.
+CREATE INDEX runs_by_project ON runs (workspace_id, project_id, created_at DESC, run_id DESC);
+-- The sweeper's view: only PENDING and RUNNING runs are in this index, so it stays small
+-- however long the history grows.
+CREATE INDEX runs_active ON runs (run_id) WHERE status IN ('PENDING', 'RUNNING');
+-- Maintenance walks workspaces oldest first.
+CREATE INDEX workspaces_by_created ON workspaces (created_at, workspace_id);
+-- Auto-archive candidates: unarchived projects by last activity.
+CREATE INDEX projects_inactive ON projects (workspace_id, last_activity_at, project_id)
+    WHERE archived = 0;
+
+-- One row per project: the outputs of the last run allowed to update the published app.
+-- as_of is copied out of the body for the conditional replace.
+CREATE TABLE published_results (
+    workspace_id TEXT NOT NULL,
+    project_id   TEXT NOT NULL,
+    as_of        TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, project_id),
+    FOREIGN KEY (workspace_id, project_id) REFERENCES projects (workspace_id, project_id)
+) STRICT;
+
+-- The configuration stays sealed inside the body; the store never sees it in clear.
+CREATE TABLE connections (
+    workspace_id TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+) STRICT;
+
+CREATE TABLE sql_cache (
+    workspace_id TEXT NOT NULL,
+    cache_key    TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, cache_key)
+) STRICT;
+CREATE INDEX sql_cache_by_expiry ON sql_cache (expires_at);
+
+CREATE TABLE rate_limits (
+    rate_key     TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    hits         INTEGER NOT NULL,
+    expires_at   TEXT NOT NULL,
+    PRIMARY KEY (rate_key, window_start)
+) STRICT;
+CREATE INDEX rate_limits_by_expiry ON rate_limits (expires_at);
 "#;
 
 /// Brings the database up to the newest of `steps` and returns the versions it applied.

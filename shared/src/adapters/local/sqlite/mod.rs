@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::ports::PortError;
@@ -99,20 +98,6 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
             }),
         })
-    }
-
-    /// Deletes runs whose retention ended at `as_of` and returns how many went. Reads
-    /// already hide expired runs, so this only reclaims space (the local stand-in for
-    /// DynamoDB's TTL deletion).
-    pub async fn purge_expired_runs(&self, as_of: DateTime<Utc>) -> Result<u64, PortError> {
-        let as_of = codec::ts(&as_of);
-        self.write(move |tx| {
-            let n = tx
-                .execute("DELETE FROM runs WHERE expires_at <= ?1", [&as_of])
-                .map_err(db_err)?;
-            Ok(n as u64)
-        })
-        .await
     }
 
     /// Runs `f` on a reader connection on the blocking thread pool.

@@ -384,4 +384,36 @@ impl ProjectStore for SqliteStore {
         })
         .await
     }
+
+    async fn list_inactive_projects(
+        &self,
+        workspace_id: &str,
+        before: DateTime<Utc>,
+        page: &PageRequest,
+    ) -> Result<Page<Project>, PortError> {
+        let ws = workspace_id.to_owned();
+        let before = ts(&before);
+        let size = page_size(page);
+        let [after_activity, after_id] = after::<2>(page)?;
+        self.read(move |conn| {
+            // `archived = 0` matches the partial index projects_inactive.
+            let items = query_all(
+                conn,
+                &format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects
+                     WHERE workspace_id = ?1 AND archived = 0
+                       AND last_activity_at < ?2
+                       AND (last_activity_at, project_id) > (?3, ?4)
+                     ORDER BY last_activity_at, project_id
+                     LIMIT ?5"
+                ),
+                (&ws, &before, &after_activity, &after_id, size + 1),
+                project_from_row,
+            )?;
+            Ok(finish_page(items, size, |p: &Project| {
+                [ts(&p.last_activity_at), p.project_id.clone()]
+            }))
+        })
+        .await
+    }
 }

@@ -1,15 +1,19 @@
 //! `RunStore` over the `runs` table. Run creation is the conditional write that makes
 //! every duplicate delivery of one fire yield one run: `INSERT ... ON CONFLICT DO NOTHING`
-//! on the run id, answered with the stored run when it was already there.
+//! on the run id, answered with the stored run when it was already there. Run updates are
+//! conditional too: one `UPDATE ... WHERE status = ? AND attempt = ?`, so of several
+//! executors racing on the same run exactly one wins.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::Row;
 
-use super::codec::{before, finish_page, from_json, page_size, parse_ts, to_json, ts};
+use super::codec::{
+    MAX_PAGE, after, before, finish_page, from_json, page_size, parse_ts, to_json, ts,
+};
 use super::{SqliteStore, db_err, exec, query_all, query_opt};
-use crate::domain::model::Run;
-use crate::ports::{Page, PageRequest, PortError, RunCreated, RunStore};
+use crate::domain::model::{Run, RunGuard};
+use crate::ports::{Page, PageRequest, PortError, RunCreated, RunFilter, RunStore};
 
 fn run_from_row(row: &Row<'_>) -> Result<Run, PortError> {
     from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")
@@ -25,31 +29,57 @@ fn run_key(run: &Run) -> [String; 2] {
     [log_at(run), run.run_id.clone()]
 }
 
+/// Every column of a row, in the order of the `INSERT` and `UPDATE` statements; the
+/// indexed columns are copies of fields of the JSON body, always written together with it.
+#[allow(clippy::type_complexity)]
+fn columns(
+    r: &Run,
+) -> Result<
+    (
+        String,
+        String,
+        String,
+        Option<String>,
+        &'static str,
+        &'static str,
+        Option<String>,
+        String,
+        String,
+        String,
+        u32,
+        String,
+    ),
+    PortError,
+> {
+    Ok((
+        r.run_id.clone(),
+        r.workspace_id.clone(),
+        r.project_id.clone(),
+        r.schedule_id.clone(),
+        r.run_trigger.as_str(),
+        r.status.as_str(),
+        r.scheduled_for.as_ref().map(ts),
+        ts(&r.created_at),
+        log_at(r),
+        ts(&r.expires_at),
+        r.attempt,
+        to_json(r)?,
+    ))
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError> {
         let r = run.clone();
-        let body = to_json(&r)?;
+        let row = columns(&r)?;
         self.write(move |tx| {
             let inserted = exec(
                 tx,
                 "INSERT INTO runs (run_id, workspace_id, project_id, schedule_id, run_trigger,
-                     status, scheduled_for, created_at, log_at, expires_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     status, scheduled_for, created_at, log_at, expires_at, attempt, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (run_id) DO NOTHING",
-                rusqlite::params![
-                    r.run_id,
-                    r.workspace_id,
-                    r.project_id,
-                    r.schedule_id,
-                    r.run_trigger.as_str(),
-                    r.status.as_str(),
-                    r.scheduled_for.as_ref().map(ts),
-                    ts(&r.created_at),
-                    log_at(&r),
-                    ts(&r.expires_at),
-                    body,
-                ],
+                row,
             )?;
             if inserted == 1 {
                 return Ok(RunCreated::Created);
@@ -122,6 +152,123 @@ impl RunStore for SqliteStore {
                     Ok((row.get(0).map_err(db_err)?, parse_ts(&at)?))
                 },
             )
+        })
+        .await
+    }
+
+    async fn update_run(&self, run: &Run, expected: RunGuard) -> Result<(), PortError> {
+        let (ws, id) = (run.workspace_id.clone(), run.run_id.clone());
+        let row = columns(run)?;
+        self.write(move |tx| {
+            // The guard is in the WHERE clause, so checking and replacing are one step.
+            // The workspace and id of the row never change (?1, ?2 only select it).
+            let changed = exec(
+                tx,
+                "UPDATE runs SET project_id = ?3, schedule_id = ?4, run_trigger = ?5,
+                     status = ?6, scheduled_for = ?7, created_at = ?8, log_at = ?9,
+                     expires_at = ?10, attempt = ?11, body = ?12
+                 WHERE run_id = ?1 AND workspace_id = ?2 AND status = ?13 AND attempt = ?14",
+                rusqlite::params![
+                    row.0,
+                    row.1,
+                    row.2,
+                    row.3,
+                    row.4,
+                    row.5,
+                    row.6,
+                    row.7,
+                    row.8,
+                    row.9,
+                    row.10,
+                    row.11,
+                    expected.status.as_str(),
+                    expected.attempt,
+                ],
+            )?;
+            if changed == 1 {
+                return Ok(());
+            }
+            // Nothing matched: tell a stale guard from a run that is not there (in this
+            // workspace; another tenant's run of the same id is not revealed).
+            let exists = query_opt(
+                tx,
+                "SELECT 1 FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
+                (&ws, &id),
+                |_| Ok(()),
+            )?;
+            Err(match exists {
+                Some(()) => PortError::VersionMismatch,
+                None => PortError::NotFound,
+            })
+        })
+        .await
+    }
+
+    async fn list_project_runs(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        filter: &RunFilter,
+        as_of: DateTime<Utc>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<Run>, PortError> {
+        let (ws, project) = (workspace_id.to_owned(), project_id.to_owned());
+        let status = filter.status.map(|s| s.as_str());
+        let trigger = filter.trigger.map(|t| t.as_str());
+        let as_of = ts(&as_of);
+        let limit = limit.min(MAX_PAGE);
+        self.read(move |conn| {
+            // A NULL parameter switches its filter off, keeping one statement to cache;
+            // runs_by_project yields the order, the filters are checked on the way.
+            query_all(
+                conn,
+                "SELECT body FROM runs
+                 WHERE workspace_id = ?1 AND project_id = ?2
+                   AND (?3 IS NULL OR status = ?3)
+                   AND (?4 IS NULL OR run_trigger = ?4)
+                   AND expires_at > ?5
+                 ORDER BY created_at DESC, run_id DESC
+                 LIMIT ?6 OFFSET ?7",
+                rusqlite::params![ws, project, status, trigger, as_of, limit, offset],
+                run_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_active_runs(&self, page: &PageRequest) -> Result<Page<Run>, PortError> {
+        let size = page_size(page);
+        let [after_id] = after::<1>(page)?;
+        self.read(move |conn| {
+            // The status list matches the partial index runs_active word for word, which
+            // is what lets SQLite use it.
+            let items = query_all(
+                conn,
+                "SELECT body FROM runs
+                 WHERE status IN ('PENDING', 'RUNNING') AND run_id > ?1
+                 ORDER BY run_id
+                 LIMIT ?2",
+                (&after_id, size + 1),
+                run_from_row,
+            )?;
+            Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
+        })
+        .await
+    }
+
+    async fn purge_expired_runs(&self, as_of: DateTime<Utc>, limit: u32) -> Result<u64, PortError> {
+        // Reads already hide expired runs, so this only reclaims space (the local stand-in
+        // for DynamoDB's TTL deletion), in bounded batches so the writer is never held long.
+        let as_of = ts(&as_of);
+        self.write(move |tx| {
+            let n = exec(
+                tx,
+                "DELETE FROM runs WHERE run_id IN (
+                     SELECT run_id FROM runs WHERE expires_at <= ?1 LIMIT ?2)",
+                (&as_of, limit),
+            )?;
+            Ok(n as u64)
         })
         .await
     }

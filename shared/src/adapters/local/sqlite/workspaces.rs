@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use rusqlite::Row;
 
-use super::codec::{parse_ts, ts};
-use super::{SqliteStore, db_err, exec, query_opt};
+use super::codec::{after, finish_page, page_size, parse_ts, ts};
+use super::{SqliteStore, db_err, exec, query_all, query_opt};
 use crate::domain::model::{Plan, User, Workspace, WorkspaceRole};
-use crate::ports::{PortError, WorkspaceStore};
+use crate::ports::{Page, PageRequest, PortError, WorkspaceStore};
 
 const WORKSPACE_COLUMNS: &str = "workspace_id, plan, auto_archive_after_days, created_at";
 
@@ -142,6 +142,28 @@ impl WorkspaceStore for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, PortError> {
+        let size = page_size(page);
+        let [after_created, after_id] = after::<2>(page)?;
+        self.read(move |conn| {
+            let items = query_all(
+                conn,
+                &format!(
+                    "SELECT {WORKSPACE_COLUMNS} FROM workspaces
+                     WHERE (created_at, workspace_id) > (?1, ?2)
+                     ORDER BY created_at, workspace_id
+                     LIMIT ?3"
+                ),
+                (&after_created, &after_id, size + 1),
+                workspace_from_row,
+            )?;
+            Ok(finish_page(items, size, |w: &Workspace| {
+                [ts(&w.created_at), w.workspace_id.clone()]
+            }))
         })
         .await
     }
