@@ -1,6 +1,7 @@
 //! The embedded deployment's state store: every store port (`WorkspaceStore`,
-//! `ProjectStore`, `ScheduleStore`, `RunStore`) over one SQLite file, so the local binary
-//! needs no database server and keeps its state across restarts.
+//! `ProjectStore`, `ScheduleStore`, `RunStore`, `ResultsStore`, `ConnectionStore`,
+//! `SqlCacheStore`, `RateLimitStore`) over one SQLite file, so the local binary needs no
+//! database server and keeps its state across restarts.
 //!
 //! Design, in short:
 //! * **One writer, several readers.** SQLite allows one writer at a time anyway; funnelling
@@ -18,9 +19,13 @@
 //! The shared contract suite (`tests/src/contract.rs`) pins the observable behaviour; the
 //! DynamoDB adapter runs the same suite.
 
+mod cache;
 mod codec;
+mod connections;
 mod migrations;
 mod projects;
+mod rate_limits;
+mod results;
 mod runs;
 mod schedules;
 mod workspaces;
