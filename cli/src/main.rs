@@ -8,9 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use scheduled_runs::domain::model::{Plan, WorkspaceRole};
-use scheduled_runs::embedded::{
-    DB_FILE, DEMO_ADMIN, DEMO_WORKSPACE, Embedded, EmbeddedConfig, load_or_create_secret,
-};
+use scheduled_runs::demo::{DEMO_ADMIN, DEMO_WORKSPACE};
+use scheduled_runs::embedded::{DB_FILE, Embedded, EmbeddedConfig, load_or_create_secret};
 use scheduled_runs::http::jwt;
 use scheduled_runs::ports::{Clock, SystemClock};
 
@@ -208,6 +207,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .start_timer()
         .await
         .map_err(|e| anyhow!("cannot start the scheduler: {e}"))?;
+    let workers = app.start_workers();
+    let maintenance = app.start_maintenance();
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -219,6 +220,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .context("server failed")?;
     timer.abort();
+    maintenance.abort();
+    if let Some(workers) = workers {
+        workers.abort();
+    }
     Ok(())
 }
 

@@ -1,30 +1,40 @@
-//! The embedded deployment wired together: one SQLite file, the in-process timer and queue,
-//! the services and the router. The `scheduled-runs serve` command and the end-to-end tests
-//! build the very same thing from here, so what the tests prove is what users run.
+//! The embedded deployment wired together: one SQLite file, the in-process timer, queue and
+//! executor pool, the services and the router. The `scheduled-runs serve` command and the
+//! end-to-end tests build the very same thing from here, so what the tests prove is what
+//! users run.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
+use chrono::Duration;
+
 use crate::adapters::local::queue::{LocalRunQueue, LocalRunReceiver};
+use crate::adapters::local::secret_box::LocalSecretBox;
 use crate::adapters::local::sqlite::SqliteStore;
 use crate::adapters::local::timer::{LocalTimer, TimerSettings};
-use crate::domain::model::{
-    AppDef, Caller, Cell, CellType, InputDef, InputType, Plan, VersionBody, WorkspaceRole,
-};
+use crate::adapters::local::worker::run_workers;
+use crate::adapters::sql::LocalConnectorFactory;
+use crate::demo::{self, DemoSeed};
 use crate::http::auth::{ClaimNames, LocalJwtAuth};
 use crate::http::{AppState, router};
 use crate::ports::{Clock, PortError};
 use crate::services::ServiceError;
+use crate::services::connections::ConnectionService;
 use crate::services::dispatch::{DispatchService, DispatchSettings};
+use crate::services::executor::{ExecutorService, ExecutorSettings};
+use crate::services::maintenance::{MaintenanceService, MaintenanceSettings};
 use crate::services::projects::ProjectService;
+use crate::services::runs::{RunRateLimits, RunService};
 use crate::services::schedules::ScheduleService;
 use crate::services::workspaces::WorkspaceService;
-use axum::Router;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "scheduled-runs.db";
 /// The JWT signing secret inside the data directory (when not given by the environment).
 pub const SECRET_FILE: &str = "jwt-secret";
+/// The key that seals connection credentials, inside the data directory.
+pub const SEALING_KEY_FILE: &str = "connection-key";
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -35,18 +45,40 @@ pub struct EmbeddedConfig {
     pub claims: ClaimNames,
     pub timer: TimerSettings,
     pub dispatch: DispatchSettings,
+    pub executor: ExecutorSettings,
+    pub maintenance: MaintenanceSettings,
+    pub rate_limits: RunRateLimits,
+    /// Runs executing at once.
+    pub workers: usize,
+    /// How often the sweeper looks for stuck runs.
+    pub sweep_interval: Duration,
 }
 
 impl EmbeddedConfig {
     pub fn new(data_dir: PathBuf, public_url: String, jwt_secret: Vec<u8>) -> Self {
+        let executor = ExecutorSettings::new(data_dir.join("run-workdirs"));
         EmbeddedConfig {
-            data_dir,
             public_url,
             jwt_secret,
             claims: ClaimNames::default(),
             timer: TimerSettings::default(),
             dispatch: DispatchSettings::default(),
+            maintenance: MaintenanceSettings {
+                run_timeout: executor.run_timeout,
+                max_attempts: executor.max_attempts,
+                ..MaintenanceSettings::default()
+            },
+            executor,
+            rate_limits: RunRateLimits::default(),
+            workers: 4,
+            sweep_interval: Duration::seconds(30),
+            data_dir,
         }
+    }
+
+    /// SQLite warehouses of `SQLITE` connections live here.
+    pub fn warehouse_dir(&self) -> PathBuf {
+        self.data_dir.join("warehouses")
     }
 }
 
@@ -55,25 +87,55 @@ pub struct Embedded {
     pub store: SqliteStore,
     pub timer: LocalTimer,
     pub state: AppState,
+    pub executor: Arc<ExecutorService>,
+    pub maintenance: Arc<MaintenanceService>,
     pub clock: Arc<dyn Clock>,
+    config: EmbeddedConfig,
     receiver: Mutex<Option<LocalRunReceiver>>,
 }
 
 impl Embedded {
     pub fn open(config: &EmbeddedConfig, clock: Arc<dyn Clock>) -> Result<Embedded, PortError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            PortError::fatal(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
+        let dir_error =
+            |e: std::io::Error| PortError::fatal(format!("cannot create {}: {e}", config.data_dir.display()));
+        std::fs::create_dir_all(&config.data_dir).map_err(dir_error)?;
+        std::fs::create_dir_all(config.warehouse_dir()).map_err(dir_error)?;
         let store = SqliteStore::open(&config.data_dir.join(DB_FILE))?;
+        let secrets = Arc::new(LocalSecretBox::from_key_file(
+            &config.data_dir.join(SEALING_KEY_FILE),
+        )?);
         let shared = Arc::new(store.clone());
         let timer = LocalTimer::new(clock.clone(), config.timer);
         let triggers = Arc::new(timer.clone());
         let (queue, receiver) = LocalRunQueue::new();
+        let queue = Arc::new(queue);
+        let executor = Arc::new(ExecutorService {
+            projects: shared.clone(),
+            runs: shared.clone(),
+            results: shared.clone(),
+            connections: shared.clone(),
+            cache: shared.clone(),
+            connectors: Arc::new(LocalConnectorFactory::new(config.warehouse_dir())),
+            secrets: secrets.clone(),
+            clock: clock.clone(),
+            settings: config.executor.clone(),
+        });
+        let maintenance = Arc::new(MaintenanceService {
+            workspaces: shared.clone(),
+            projects: shared.clone(),
+            schedules: shared.clone(),
+            runs: shared.clone(),
+            queue: queue.clone(),
+            triggers: triggers.clone(),
+            clock: clock.clone(),
+            settings: config.maintenance,
+        });
         let state = AppState {
             projects: Arc::new(ProjectService {
                 workspaces: shared.clone(),
                 projects: shared.clone(),
                 schedules: shared.clone(),
+                connections: shared.clone(),
                 triggers: triggers.clone(),
                 clock: clock.clone(),
             }),
@@ -90,9 +152,24 @@ impl Embedded {
                 projects: shared.clone(),
                 schedules: shared.clone(),
                 runs: shared.clone(),
-                queue: Arc::new(queue),
+                queue: queue.clone(),
                 clock: clock.clone(),
                 settings: config.dispatch,
+            }),
+            runs: Arc::new(RunService {
+                projects: shared.clone(),
+                runs: shared.clone(),
+                results: shared.clone(),
+                queue,
+                rate_limits: shared.clone(),
+                clock: clock.clone(),
+                limits: config.rate_limits,
+                retention: config.dispatch.retention,
+            }),
+            connections: Arc::new(ConnectionService {
+                connections: shared.clone(),
+                secrets,
+                clock: clock.clone(),
             }),
             workspaces: Arc::new(WorkspaceService {
                 workspaces: shared,
@@ -109,7 +186,10 @@ impl Embedded {
             store,
             timer,
             state,
+            executor,
+            maintenance,
             clock,
+            config: config.clone(),
             receiver: Mutex::new(Some(receiver)),
         })
     }
@@ -127,6 +207,44 @@ impl Embedded {
         Ok(tokio::spawn(timer.run(dispatch)))
     }
 
+    /// Starts the executor pool on the run queue (once; `None` if already started).
+    pub fn start_workers(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let receiver = self.take_run_receiver()?;
+        Some(tokio::spawn(run_workers(
+            receiver,
+            self.executor.clone(),
+            self.config.workers,
+        )))
+    }
+
+    /// Starts the sweeper (every `sweep_interval`) and the daily retention purge and
+    /// auto-archive, on the deployment's clock.
+    pub fn start_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let maintenance = self.maintenance.clone();
+        let clock = self.clock.clone();
+        let interval = self.config.sweep_interval;
+        tokio::spawn(async move {
+            let mut next_daily = clock.now();
+            loop {
+                if let Err(e) = maintenance.sweep().await {
+                    tracing::warn!(error = %e, "sweep failed");
+                }
+                if clock.now() >= next_daily {
+                    match maintenance.purge_expired().await {
+                        Ok(n) if n > 0 => tracing::info!(purged = n, "expired runs purged"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+                    }
+                    if let Err(e) = maintenance.auto_archive().await {
+                        tracing::warn!(error = %e, "auto-archive failed");
+                    }
+                    next_daily = clock.now() + Duration::days(1);
+                }
+                clock.sleep_until(clock.now() + interval).await;
+            }
+        })
+    }
+
     /// The receiving end of the run queue (once): whoever executes runs takes it.
     pub fn take_run_receiver(&self) -> Option<LocalRunReceiver> {
         self.receiver
@@ -135,93 +253,9 @@ impl Embedded {
             .take()
     }
 
-    /// Creates the demo workspace (plan TEAM) and its published demo project, unless the
-    /// workspace exists already. Returns the admin caller of the demo workspace.
+    /// Creates the demo workspace, warehouse and published project unless they exist.
     pub async fn seed_demo(&self) -> Result<DemoSeed, ServiceError> {
-        let admin = Caller {
-            user_id: DEMO_ADMIN.to_owned(),
-            workspace_id: DEMO_WORKSPACE.to_owned(),
-            workspace_role: WorkspaceRole::Admin,
-            email: Some("demo-admin@example.com".to_owned()),
-        };
-        match self
-            .state
-            .workspaces
-            .create(DEMO_WORKSPACE, Plan::Team)
-            .await
-        {
-            Ok(_) => {}
-            Err(ServiceError::Conflict { .. }) => {
-                return Ok(DemoSeed {
-                    admin,
-                    project_id: None,
-                });
-            }
-            Err(e) => return Err(e),
-        }
-        let project = self
-            .state
-            .projects
-            .create(
-                &admin,
-                "Daily sales",
-                Some("Demo app: revenue by region from the demo warehouse".to_owned()),
-            )
-            .await?;
-        let id = project.project.project_id;
-        self.state
-            .projects
-            .put_draft(&admin, &id, &demo_version())
-            .await?;
-        self.state.projects.publish(&admin, &id).await?;
-        Ok(DemoSeed {
-            admin,
-            project_id: Some(id),
-        })
-    }
-}
-
-pub const DEMO_WORKSPACE: &str = "demo";
-pub const DEMO_ADMIN: &str = "demo-admin";
-
-pub struct DemoSeed {
-    pub admin: Caller,
-    /// Set when the demo project was created by this call.
-    pub project_id: Option<String>,
-}
-
-/// The demo app: an input, and three SQL cells that build on each other.
-fn demo_version() -> VersionBody {
-    let cell = |id: &str, sql: &str| Cell {
-        id: id.to_owned(),
-        cell_type: CellType::Sql,
-        connection: "warehouse".to_owned(),
-        sql: sql.to_owned(),
-    };
-    VersionBody {
-        inputs: vec![InputDef {
-            name: "region".to_owned(),
-            input_type: InputType::Select,
-            default: serde_json::Value::String("EMEA".to_owned()),
-            options: vec!["EMEA".into(), "AMER".into(), "APAC".into()],
-        }],
-        cells: vec![
-            cell(
-                "orders",
-                "SELECT order_id, region, amount, ordered_at FROM orders WHERE region = {{ region }}",
-            ),
-            cell(
-                "daily_revenue",
-                "SELECT date(ordered_at) AS day, SUM(amount) AS revenue FROM orders WHERE region = {{ region }} AND {{ cells.orders.rowCount }} > 0 GROUP BY day ORDER BY day",
-            ),
-            cell(
-                "summary",
-                "SELECT {{ cells.daily_revenue.rowCount }} AS days, {{ cells.orders.rowCount }} AS orders",
-            ),
-        ],
-        app: AppDef {
-            cells: vec!["daily_revenue".to_owned(), "summary".to_owned()],
-        },
+        demo::seed(&self.state, &self.config.warehouse_dir()).await
     }
 }
 
@@ -243,7 +277,8 @@ pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     Ok(secret.into_bytes())
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Writes a new file readable by its owner only.
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

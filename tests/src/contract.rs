@@ -7,7 +7,8 @@
 //! Every behaviour creates its own uniquely named workspaces, users and projects, so the
 //! functions also hold on a store shared by many tests (one DynamoDB table). Listings that
 //! span workspaces (`list_all_schedules`, `last_fire_times`) are therefore checked only for
-//! this behaviour's own rows. All instants are fixed; nothing depends on the wall clock.
+//! this behaviour's own rows (`list_workspaces`, `list_active_runs` likewise). All instants
+//! are fixed; nothing depends on the wall clock.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,12 +17,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use scheduled_runs::domain::cadence::Cadence;
 use scheduled_runs::domain::model::{
-    Member, OverlapPolicy, Plan, Project, ProjectRole, Run, RunStatus, RunTrigger, Schedule, User,
-    VersionBody, Workspace, WorkspaceRole,
+    CachedResult, CellResult, CellStatus, Connection, ConnectionKind, Member, OverlapPolicy, Plan,
+    Project, ProjectRole, PublishedResults, Run, RunError, RunGuard, RunStatus, RunTrigger,
+    Schedule, StateEvent, User, VersionBody, Workspace, WorkspaceRole,
 };
 use scheduled_runs::ports::{
-    LimitKind, Page, PageRequest, PortError, ProjectStore, RunCreated, RunStore, ScheduleFilter,
-    ScheduleLimits, ScheduleStore, WorkspaceStore,
+    ConnectionStore, LimitKind, Page, PageRequest, PortError, ProjectStore, RateLimitStore,
+    ResultsStore, RunCreated, RunFilter, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore,
+    SqlCacheStore, WorkspaceStore,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -34,20 +37,36 @@ pub struct Stores {
     pub projects: Arc<dyn ProjectStore>,
     pub schedules: Arc<dyn ScheduleStore>,
     pub runs: Arc<dyn RunStore>,
+    pub results: Arc<dyn ResultsStore>,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub sql_cache: Arc<dyn SqlCacheStore>,
+    pub rate_limits: Arc<dyn RateLimitStore>,
 }
 
 impl Stores {
     /// Bundles a backend that implements every store port.
     pub fn from_store<S>(store: S) -> Stores
     where
-        S: WorkspaceStore + ProjectStore + ScheduleStore + RunStore + 'static,
+        S: WorkspaceStore
+            + ProjectStore
+            + ScheduleStore
+            + RunStore
+            + ResultsStore
+            + ConnectionStore
+            + SqlCacheStore
+            + RateLimitStore
+            + 'static,
     {
         let store = Arc::new(store);
         Stores {
             workspaces: store.clone(),
             projects: store.clone(),
             schedules: store.clone(),
-            runs: store,
+            runs: store.clone(),
+            results: store.clone(),
+            connections: store.clone(),
+            sql_cache: store.clone(),
+            rate_limits: store,
         }
     }
 }
@@ -88,6 +107,19 @@ macro_rules! store_contract_tests {
             last_fire_times_are_the_latest_fire_per_schedule,
             runs_outlive_their_schedule,
             foreign_cursor_is_invalid,
+            workspaces_list_oldest_first_with_pages,
+            inactive_projects_oldest_activity_first,
+            run_update_is_conditional_on_status_and_attempt,
+            concurrent_run_updates_succeed_once,
+            project_runs_newest_first_with_filters_offset_and_expiry,
+            active_runs_span_workspaces_with_pages,
+            purge_deletes_at_most_limit_expired_runs,
+            results_are_replaced_only_by_newer_ones,
+            concurrent_results_keep_the_newest,
+            connections_upsert_get_and_list,
+            sql_cache_get_expiry_and_overwrite,
+            rate_limit_counts_up_to_the_limit_per_window,
+            concurrent_hits_count_exactly_the_limit,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -254,6 +286,10 @@ fn run_value(
         trace_id: unique("trace"),
         state_events: Vec::new(),
         expires_at,
+        attempt: 0,
+        lease_until: None,
+        cells: Vec::new(),
+        error: None,
     }
 }
 
@@ -1877,5 +1913,989 @@ pub async fn foreign_cursor_is_invalid(s: &Stores) {
                 .await,
             "list_schedule_runs",
         );
+        assert_invalid_cursor(s.runs.list_active_runs(&page).await, "list_active_runs");
+        assert_invalid_cursor(
+            s.workspaces.list_workspaces(&page).await,
+            "list_workspaces",
+        );
+        assert_invalid_cursor(
+            s.projects
+                .list_inactive_projects(&ws, at(4, 0, 0), &page)
+                .await,
+            "list_inactive_projects",
+        );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Maintenance listings
+// ---------------------------------------------------------------------------------------
+
+pub async fn workspaces_list_oldest_first_with_pages(s: &Stores) {
+    let make = |created_at| Workspace {
+        workspace_id: unique("ws"),
+        plan: Plan::Team,
+        auto_archive_after_days: None,
+        created_at,
+    };
+    let w1 = make(at(1, 1, 0));
+    let w2a = make(at(1, 2, 0));
+    let w2b = make(at(1, 2, 0));
+    let w3 = make(at(1, 3, 0));
+    let w4 = make(at(1, 4, 0));
+    for w in [&w3, &w1, &w2b, &w4, &w2a] {
+        s.workspaces.create_workspace(w).await.expect("create");
+    }
+
+    // The listing spans every workspace of the store, so only this behaviour's own ones
+    // are checked exactly; the order holds across all of them.
+    let (all, sizes) = all_pages(2, |page| {
+        let s = s.clone();
+        async move { s.workspaces.list_workspaces(&page).await }
+    })
+    .await;
+    assert!(sizes.len() >= 3, "five workspaces take pages of two: {sizes:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].created_at <= w[1].created_at),
+        "oldest first"
+    );
+    let distinct: HashSet<&str> = all.iter().map(|w| w.workspace_id.as_str()).collect();
+    assert_eq!(distinct.len(), all.len(), "no workspace listed twice");
+    let mine: HashSet<&str> = [&w1, &w2a, &w2b, &w3, &w4]
+        .iter()
+        .map(|w| w.workspace_id.as_str())
+        .collect();
+    let listed: Vec<Workspace> = all
+        .into_iter()
+        .filter(|w| mine.contains(w.workspace_id.as_str()))
+        .collect();
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert_eq!(listed[0], w1);
+    let tied: HashSet<&str> = listed[1..3]
+        .iter()
+        .map(|w| w.workspace_id.as_str())
+        .collect();
+    assert_eq!(
+        tied,
+        HashSet::from([w2a.workspace_id.as_str(), w2b.workspace_id.as_str()])
+    );
+    assert_eq!(listed[1..3].iter().filter(|w| **w == w2a || **w == w2b).count(), 2);
+    assert_eq!(listed[3..].to_vec(), vec![w3, w4]);
+}
+
+pub async fn inactive_projects_oldest_activity_first(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    // A new project's last activity is its creation; touching moves it forward.
+    let active_at = |p: Project, t: DateTime<Utc>| {
+        let s = s.clone();
+        async move {
+            s.projects
+                .touch_activity(&p.workspace_id, &p.project_id, t)
+                .await
+                .expect("touch");
+            p.project_id
+        }
+    };
+    let oldest = new_project(s, &ws, &owner, at(2, 7, 0)).await.project_id;
+    let p3 = active_at(new_project(s, &ws, &owner, at(2, 9, 0)).await, at(3, 0, 0)).await;
+    let p4a = active_at(new_project(s, &ws, &owner, at(2, 8, 0)).await, at(4, 0, 0)).await;
+    let p4b = active_at(new_project(s, &ws, &owner, at(2, 9, 0)).await, at(4, 0, 0)).await;
+    let before = at(10, 0, 0);
+    // Active exactly at `before` is not inactive before it; later activity neither.
+    active_at(new_project(s, &ws, &owner, at(2, 9, 0)).await, before).await;
+    active_at(new_project(s, &ws, &owner, at(2, 9, 0)).await, at(11, 0, 0)).await;
+    // Archived projects are already where auto-archive would put them.
+    let archived = new_project(s, &ws, &owner, at(2, 6, 0)).await.project_id;
+    s.projects
+        .set_archived(&ws, &archived, true, at(12, 0, 0))
+        .await
+        .expect("archive");
+    // Another workspace's idle project is none of this workspace's business.
+    new_project(s, &other, &owner, at(2, 5, 0)).await;
+
+    let list = |ws: String| {
+        let s = s.clone();
+        async move {
+            let (items, sizes) = all_pages(2, |page| {
+                let (s, ws) = (s.clone(), ws.clone());
+                async move { s.projects.list_inactive_projects(&ws, before, &page).await }
+            })
+            .await;
+            let ids: Vec<String> = items.into_iter().map(|p| p.project_id).collect();
+            (ids, sizes)
+        }
+    };
+    let (ids, sizes) = list(ws.clone()).await;
+    assert_eq!(sizes, vec![2, 2]);
+    assert_eq!(ids[..2].to_vec(), vec![oldest.clone(), p3.clone()]);
+    assert_eq!(
+        ids[2..].iter().cloned().collect::<HashSet<_>>(),
+        HashSet::from([p4a.clone(), p4b.clone()]),
+        "the tie at 4 March comes last, split over no page twice"
+    );
+
+    // The listed projects are whole projects, as get_project returns them.
+    let first = s
+        .projects
+        .list_inactive_projects(&ws, before, &PageRequest::first(1))
+        .await
+        .expect("first page");
+    assert_eq!(
+        first.items,
+        vec![
+            s.projects
+                .get_project(&ws, &oldest)
+                .await
+                .expect("get")
+                .expect("exists")
+        ]
+    );
+
+    // Unarchiving brings the idle project back into view, first (oldest activity).
+    s.projects
+        .set_archived(&ws, &archived, false, at(12, 0, 0))
+        .await
+        .expect("unarchive");
+    let (ids, _) = list(ws.clone()).await;
+    assert_eq!(ids.first(), Some(&archived));
+    assert_eq!(ids.len(), 5);
+
+    let (theirs, _) = list(other).await;
+    assert_eq!(theirs.len(), 1);
+    let (none, _) = list(unique("ws")).await;
+    assert!(none.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Run execution
+// ---------------------------------------------------------------------------------------
+
+fn assert_version_mismatch<T: std::fmt::Debug>(result: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(result, Err(PortError::VersionMismatch)),
+        "{what}: expected VersionMismatch, got {result:?}"
+    );
+}
+
+fn cell_result(cell_id: &str, marker: &str) -> CellResult {
+    CellResult {
+        cell_id: cell_id.to_owned(),
+        status: CellStatus::Completed,
+        columns: vec!["marker".to_owned(), "n".to_owned()],
+        rows: vec![vec![json!(marker), json!(1)], vec![json!(marker), json!(2.5)]],
+        row_count: 2,
+        duration_ms: 12,
+        cache_hit: false,
+        error: None,
+    }
+}
+
+fn status_event(status: RunStatus, timestamp: DateTime<Utc>) -> StateEvent {
+    StateEvent {
+        event_type: "STATUS".to_owned(),
+        value: status.as_str().to_owned(),
+        timestamp,
+    }
+}
+
+/// `run` as an executor starting attempt `attempt` at `t` would write it.
+fn started(run: &Run, attempt: u32, t: DateTime<Utc>) -> Run {
+    let mut next = Run {
+        status: RunStatus::Running,
+        attempt,
+        start_time: Some(t),
+        lease_until: Some(t + Duration::minutes(5)),
+        ..run.clone()
+    };
+    next.state_events.push(status_event(RunStatus::Running, t));
+    next
+}
+
+/// The active runs among `ids`, walking the whole (store-wide) listing.
+async fn active_among(s: &Stores, ids: &HashSet<String>) -> Vec<Run> {
+    let (all, _) = all_pages(50, |page| {
+        let s = s.clone();
+        async move { s.runs.list_active_runs(&page).await }
+    })
+    .await;
+    all.into_iter()
+        .filter(|r| ids.contains(&r.run_id))
+        .collect()
+}
+
+pub async fn run_update_is_conditional_on_status_and_attempt(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let run = run_value(&p, None, None, at(3, 9, 0), at(30, 0, 0));
+    create_run(s, &run).await;
+    let get = || {
+        let (s, ws, id) = (s.clone(), ws.clone(), run.run_id.clone());
+        async move { s.runs.get_run(&ws, &id).await.expect("get run") }
+    };
+    let by_status = |status: RunStatus, as_of: DateTime<Utc>| {
+        let (s, ws, pid) = (s.clone(), ws.clone(), p.project_id.clone());
+        async move {
+            let filter = RunFilter {
+                status: Some(status),
+                trigger: None,
+            };
+            s.runs
+                .list_project_runs(&ws, &pid, &filter, as_of, 0, 10)
+                .await
+                .expect("list project runs")
+        }
+    };
+    let mine = HashSet::from([run.run_id.clone()]);
+    let as_of = at(4, 0, 0);
+
+    let running = started(&run, 1, at(3, 9, 1));
+    assert_version_mismatch(
+        s.runs
+            .update_run(
+                &running,
+                RunGuard {
+                    status: RunStatus::Running,
+                    attempt: 0,
+                },
+            )
+            .await,
+        "wrong status",
+    );
+    assert_version_mismatch(
+        s.runs
+            .update_run(
+                &running,
+                RunGuard {
+                    status: RunStatus::Pending,
+                    attempt: 1,
+                },
+            )
+            .await,
+        "wrong attempt",
+    );
+    let ghost = Run {
+        run_id: unique("run"),
+        ..running.clone()
+    };
+    assert_not_found(s.runs.update_run(&ghost, run.guard()).await, "missing run");
+    // The same run id addressed through another workspace names no run there.
+    let foreign = Run {
+        workspace_id: other.clone(),
+        ..running.clone()
+    };
+    assert_not_found(
+        s.runs.update_run(&foreign, run.guard()).await,
+        "other workspace",
+    );
+    assert_eq!(get().await, Some(run.clone()), "refused updates change nothing");
+    assert_eq!(s.runs.get_run(&other, &run.run_id).await.expect("get"), None);
+    assert_eq!(active_among(s, &mine).await, vec![run.clone()]);
+
+    s.runs
+        .update_run(&running, run.guard())
+        .await
+        .expect("start");
+    assert_eq!(get().await, Some(running.clone()));
+    assert_eq!(by_status(RunStatus::Running, as_of).await, vec![running.clone()]);
+    assert_eq!(by_status(RunStatus::Pending, as_of).await, vec![]);
+    assert_eq!(active_among(s, &mine).await, vec![running.clone()]);
+
+    // The executor died; a redelivery takes the run over as attempt 2 ...
+    let retried = started(&running, 2, at(3, 9, 10));
+    s.runs
+        .update_run(&retried, running.guard())
+        .await
+        .expect("retry");
+    // ... and the first executor, back from the dead, can no longer end it.
+    let mut late = Run {
+        status: RunStatus::Errored,
+        end_time: Some(at(3, 9, 11)),
+        error: Some(RunError {
+            code: "CELL_FAILED".to_owned(),
+            message: "relation does not exist".to_owned(),
+            cell_id: Some("c1".to_owned()),
+        }),
+        ..running.clone()
+    };
+    late.state_events
+        .push(status_event(RunStatus::Errored, at(3, 9, 11)));
+    assert_version_mismatch(
+        s.runs.update_run(&late, running.guard()).await,
+        "superseded attempt",
+    );
+    assert_eq!(get().await, Some(retried.clone()));
+
+    let mut done = Run {
+        status: RunStatus::Completed,
+        end_time: Some(at(3, 9, 12)),
+        lease_until: None,
+        cells: vec![cell_result("c1", "done"), cell_result("c2", "also")],
+        ..retried.clone()
+    };
+    done.state_events
+        .push(status_event(RunStatus::Completed, at(3, 9, 12)));
+    s.runs
+        .update_run(&done, retried.guard())
+        .await
+        .expect("complete");
+    assert_eq!(get().await, Some(done.clone()));
+    assert_version_mismatch(
+        s.runs.update_run(&done, retried.guard()).await,
+        "a finished run is not finished twice",
+    );
+    assert_eq!(by_status(RunStatus::Running, as_of).await, vec![]);
+    assert_eq!(by_status(RunStatus::Completed, as_of).await, vec![done.clone()]);
+    assert_eq!(active_among(s, &mine).await, vec![]);
+
+    // The retention instant is kept in step with the body too.
+    let shortened = Run {
+        expires_at: at(10, 0, 0),
+        ..done.clone()
+    };
+    s.runs
+        .update_run(&shortened, done.guard())
+        .await
+        .expect("shorten retention");
+    assert_eq!(by_status(RunStatus::Completed, at(10, 0, 0)).await, vec![]);
+    assert_eq!(
+        by_status(RunStatus::Completed, at(9, 0, 0)).await,
+        vec![shortened]
+    );
+}
+
+pub async fn concurrent_run_updates_succeed_once(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let run = run_value(&p, None, None, at(3, 9, 0), at(30, 0, 0));
+    create_run(s, &run).await;
+
+    // Twenty executors received the same message and race to start the run; each writes a
+    // distinguishable lease so the stored run names the winner.
+    let barrier = Arc::new(Barrier::new(20));
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (store, barrier) = (s.runs.clone(), barrier.clone());
+            let mut next = started(&run, 1, at(3, 9, 1));
+            next.lease_until = Some(at(3, 10, i));
+            let guard = run.guard();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let result = store.update_run(&next, guard).await;
+                (next, result)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.expect("update task finished") {
+            (next, Ok(())) => winners.push(next),
+            (_, Err(PortError::VersionMismatch)) => refused += 1,
+            (_, Err(e)) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!((winners.len(), refused), (1, 19));
+    assert_eq!(
+        s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+        winners.pop()
+    );
+}
+
+pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let p2 = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    // The same project id in another workspace.
+    let twin = Project {
+        workspace_id: other.clone(),
+        ..p.clone()
+    };
+    s.projects.create_project(&twin).await.expect("twin project");
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let keep = at(30, 0, 0);
+    let as_of = at(20, 0, 0);
+    let with = |status: RunStatus, run: Run| Run { status, ..run };
+    let api = |created: DateTime<Utc>, expires: DateTime<Utc>| {
+        run_value(&p, None, None, created, expires)
+    };
+    let fired = |fire: DateTime<Utc>, created: DateTime<Utc>| {
+        run_value(&p, Some(&schedule), Some(fire), created, keep)
+    };
+
+    let r1 = with(RunStatus::Completed, api(at(3, 9, 0), keep));
+    let r2 = with(
+        RunStatus::Completed,
+        fired(at(3, 10, 0), at(3, 10, 0) + Duration::seconds(3)),
+    );
+    let r3 = with(
+        RunStatus::Errored,
+        run_value(&p, Some(&schedule), None, at(3, 11, 0), keep),
+    );
+    // A delayed delivery: fired for 8:30, created at 11:30. The listing is by creation.
+    let late = with(RunStatus::Completed, fired(at(3, 8, 30), at(3, 11, 30)));
+    let r4 = with(RunStatus::Running, api(at(3, 12, 0), keep));
+    let r5 = with(RunStatus::Skipped, fired(at(3, 13, 0), at(3, 13, 0)));
+    let r5_tie = with(RunStatus::Pending, api(at(3, 13, 0), keep));
+    // Expiring exactly at `as_of` is expired; one second later is not.
+    let expired = with(RunStatus::Completed, api(at(3, 14, 0), as_of));
+    let last_second = with(
+        RunStatus::Killed,
+        api(at(3, 8, 0), as_of + Duration::seconds(1)),
+    );
+    let elsewhere = run_value(&p2, None, None, at(3, 12, 30), keep);
+    let foreign = run_value(&twin, None, None, at(3, 12, 45), keep);
+    for run in [
+        &r5, &expired, &r1, &foreign, &r3, &last_second, &r5_tie, &late, &elsewhere, &r2, &r4,
+    ] {
+        create_run(s, run).await;
+    }
+
+    let list = |ws: String, pid: String, filter: RunFilter, as_of, offset, limit| {
+        let s = s.clone();
+        async move {
+            s.runs
+                .list_project_runs(&ws, &pid, &filter, as_of, offset, limit)
+                .await
+                .expect("list project runs")
+        }
+    };
+    let any = RunFilter::default();
+    let pid = p.project_id.clone();
+
+    let all = list(ws.clone(), pid.clone(), any, as_of, 0, 100).await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    assert_eq!(
+        all[..2].iter().map(|r| r.run_id.clone()).collect::<HashSet<_>>(),
+        HashSet::from([r5.run_id.clone(), r5_tie.run_id.clone()]),
+        "the two 13:00 runs come first"
+    );
+    assert_eq!(
+        all[2..].to_vec(),
+        vec![
+            r4.clone(),
+            late.clone(),
+            r3.clone(),
+            r2.clone(),
+            r1.clone(),
+            last_second.clone()
+        ]
+    );
+    // Offset and limit cut the same order into windows (ties included).
+    for offset in [0, 3, 6] {
+        assert_eq!(
+            list(ws.clone(), pid.clone(), any, as_of, offset, 3).await,
+            all[offset as usize..(offset as usize + 3).min(all.len())].to_vec(),
+            "offset {offset}"
+        );
+    }
+    assert_eq!(list(ws.clone(), pid.clone(), any, as_of, 8, 3).await, vec![]);
+    assert_eq!(list(ws.clone(), pid.clone(), any, as_of, 100, 3).await, vec![]);
+
+    let by = |status: Option<RunStatus>, trigger: Option<RunTrigger>| RunFilter { status, trigger };
+    assert_eq!(
+        list(ws.clone(), pid.clone(), by(Some(RunStatus::Completed), None), as_of, 0, 10).await,
+        vec![late.clone(), r2.clone(), r1.clone()]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), by(Some(RunStatus::Killed), None), as_of, 0, 10).await,
+        vec![last_second.clone()]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), by(None, Some(RunTrigger::Scheduled)), as_of, 0, 10).await,
+        vec![r5.clone(), late.clone(), r2.clone()]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), by(None, Some(RunTrigger::Manual)), as_of, 0, 10).await,
+        vec![r3.clone()]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), by(None, Some(RunTrigger::Api)), as_of, 0, 10).await,
+        vec![r5_tie.clone(), r4.clone(), r1.clone(), last_second.clone()]
+    );
+    let scheduled_completed = by(Some(RunStatus::Completed), Some(RunTrigger::Scheduled));
+    assert_eq!(
+        list(ws.clone(), pid.clone(), scheduled_completed, as_of, 0, 10).await,
+        vec![late.clone(), r2.clone()]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), scheduled_completed, as_of, 1, 1).await,
+        vec![r2.clone()]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), by(Some(RunStatus::Skipped), Some(RunTrigger::Api)), as_of, 0, 10)
+            .await,
+        vec![]
+    );
+
+    // Expiry is judged at `as_of`, not by the wall clock.
+    let earlier = list(ws.clone(), pid.clone(), any, at(19, 0, 0), 0, 100).await;
+    assert_eq!(earlier.len(), 9);
+    assert_eq!(earlier[0], expired);
+
+    // Other projects and other workspaces stay out.
+    assert_eq!(
+        list(ws.clone(), p2.project_id.clone(), any, as_of, 0, 100).await,
+        vec![elsewhere]
+    );
+    assert_eq!(list(other, pid, any, as_of, 0, 100).await, vec![foreign]);
+    assert_eq!(
+        list(ws, unique("proj"), any, as_of, 0, 100).await,
+        vec![]
+    );
+}
+
+pub async fn active_runs_span_workspaces_with_pages(s: &Stores) {
+    let a = new_workspace(s, Plan::Team).await;
+    let b = new_workspace(s, Plan::Enterprise).await;
+    let owner = unique("owner");
+    let pa = new_project(s, &a, &owner, at(2, 9, 0)).await;
+    let pb = new_project(s, &b, &owner, at(2, 9, 0)).await;
+    let mut active = Vec::new();
+    let mut mine = HashSet::new();
+    for (p, statuses) in [
+        (
+            &pa,
+            [
+                RunStatus::Pending,
+                RunStatus::Completed,
+                RunStatus::Running,
+                RunStatus::Skipped,
+            ],
+        ),
+        (
+            &pb,
+            [
+                RunStatus::Errored,
+                RunStatus::Running,
+                RunStatus::Killed,
+                RunStatus::Pending,
+            ],
+        ),
+    ] {
+        for (i, status) in statuses.into_iter().enumerate() {
+            let run = Run {
+                status,
+                ..run_value(p, None, None, at(3, 9, i as u32), at(30, 0, 0))
+            };
+            create_run(s, &run).await;
+            mine.insert(run.run_id.clone());
+            if !status.is_terminal() {
+                active.push(run);
+            }
+        }
+    }
+
+    let (all, sizes) = all_pages(2, |page| {
+        let s = s.clone();
+        async move { s.runs.list_active_runs(&page).await }
+    })
+    .await;
+    assert!(sizes.len() >= 2, "four active runs take pages of two: {sizes:?}");
+    assert!(
+        all.iter().all(|r| !r.status.is_terminal()),
+        "only PENDING and RUNNING runs are listed"
+    );
+    let distinct: HashSet<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(distinct.len(), all.len(), "no run listed twice");
+    let mut listed: Vec<Run> = all
+        .into_iter()
+        .filter(|r| mine.contains(&r.run_id))
+        .collect();
+    listed.sort_by(|x, y| x.run_id.cmp(&y.run_id));
+    active.sort_by(|x, y| x.run_id.cmp(&y.run_id));
+    assert_eq!(listed, active);
+}
+
+/// Expiry instants of this behaviour lie before every other behaviour's (all in March), so
+/// purging on a shared store never takes another behaviour's runs.
+fn february(day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 2, day, 0, 0, 0)
+        .single()
+        .expect("fixture instant is valid")
+}
+
+pub async fn purge_deletes_at_most_limit_expired_runs(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+    let as_of = february(15);
+    let mut expired = Vec::new();
+    for day in [3, 4, 5, 6, 10] {
+        expired.push(run_value(&p, None, None, february(1), february(day)));
+    }
+    // Expiring exactly at `as_of` is expired; one second later is not.
+    expired.push(run_value(&p, None, None, february(1), as_of));
+    let kept = [
+        run_value(&p, None, None, february(1), as_of + Duration::seconds(1)),
+        run_value(&p, None, None, february(1), at(30, 0, 0)),
+    ];
+    for run in expired.iter().chain(&kept) {
+        create_run(s, run).await;
+    }
+
+    assert_eq!(s.runs.purge_expired_runs(as_of, 0).await.expect("purge 0"), 0);
+    let first = s.runs.purge_expired_runs(as_of, 2).await.expect("purge");
+    // Stores with their own expiry (DynamoDB TTL) may purge nothing; one that purges
+    // takes exactly `limit` while more than that are expired.
+    assert!(first == 0 || first == 2, "purged {first}");
+    let mut total = first;
+    if first > 0 {
+        for _ in 0..10_000 {
+            let n = s.runs.purge_expired_runs(as_of, 2).await.expect("purge");
+            assert!(n <= 2, "purged {n} with limit 2");
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        assert!(total >= expired.len() as u64, "purged {total}");
+        for run in &expired {
+            assert_eq!(
+                s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+                None,
+                "expired run purged"
+            );
+        }
+    }
+    for run in &kept {
+        assert_eq!(
+            s.runs.get_run(&ws, &run.run_id).await.expect("get").as_ref(),
+            Some(run),
+            "a run still retained is never purged"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Published results
+// ---------------------------------------------------------------------------------------
+
+fn published(project: &Project, as_of: DateTime<Utc>, marker: &str) -> PublishedResults {
+    PublishedResults {
+        workspace_id: project.workspace_id.clone(),
+        project_id: project.project_id.clone(),
+        run_id: unique("run"),
+        project_version: 1,
+        as_of,
+        cells: vec![cell_result("c1", marker)],
+        updated_at: as_of + Duration::minutes(1),
+    }
+}
+
+pub async fn results_are_replaced_only_by_newer_ones(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let twin = Project {
+        workspace_id: other.clone(),
+        ..p.clone()
+    };
+    s.projects.create_project(&twin).await.expect("twin project");
+    let get = |ws: String| {
+        let (s, pid) = (s.clone(), p.project_id.clone());
+        async move { s.results.get_results(&ws, &pid).await.expect("get results") }
+    };
+    assert_eq!(get(ws.clone()).await, None);
+
+    let first = published(&p, at(5, 9, 0), "first");
+    assert!(s.results.put_results_if_newer(&first).await.expect("put"));
+    assert_eq!(get(ws.clone()).await, Some(first.clone()));
+
+    let older = published(&p, at(4, 9, 0), "older");
+    assert!(!s.results.put_results_if_newer(&older).await.expect("put older"));
+    let same_instant = published(&p, at(5, 9, 0), "same instant");
+    assert!(
+        !s.results
+            .put_results_if_newer(&same_instant)
+            .await
+            .expect("put equal")
+    );
+    assert_eq!(get(ws.clone()).await, Some(first), "refused puts change nothing");
+
+    let newer = published(&p, at(5, 9, 0) + Duration::seconds(1), "newer");
+    assert!(s.results.put_results_if_newer(&newer).await.expect("put newer"));
+    assert_eq!(get(ws.clone()).await, Some(newer.clone()));
+
+    // The twin project of another workspace has results of its own, ordered on their own.
+    assert_eq!(get(other.clone()).await, None);
+    let theirs = published(&twin, at(1, 0, 0), "theirs");
+    assert!(s.results.put_results_if_newer(&theirs).await.expect("put theirs"));
+    assert_eq!(get(other).await, Some(theirs));
+    assert_eq!(get(ws.clone()).await, Some(newer));
+    assert_eq!(
+        s.results
+            .get_results(&ws, &unique("proj"))
+            .await
+            .expect("get unknown"),
+        None
+    );
+}
+
+pub async fn concurrent_results_keep_the_newest(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let p = new_project(s, &ws, &unique("owner"), at(2, 9, 0)).await;
+    let candidates: Vec<PublishedResults> = [3, 7, 1, 9, 0, 5, 2, 8, 6, 4]
+        .into_iter()
+        .map(|hour| published(&p, at(5, hour, 0), &format!("hour {hour}")))
+        .collect();
+    let newest = candidates
+        .iter()
+        .max_by_key(|r| r.as_of)
+        .cloned()
+        .expect("candidates");
+
+    let barrier = Arc::new(Barrier::new(candidates.len()));
+    let tasks: Vec<_> = candidates
+        .into_iter()
+        .map(|results| {
+            let (store, barrier) = (s.results.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let stored = store.put_results_if_newer(&results).await;
+                (results.run_id, stored)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (run_id, stored) = task.await.expect("put task finished");
+        let stored = stored.expect("put results");
+        if run_id == newest.run_id {
+            assert!(stored, "the newest results are always stored");
+        }
+    }
+    assert_eq!(
+        s.results
+            .get_results(&ws, &p.project_id)
+            .await
+            .expect("get"),
+        Some(newest)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections, SQL cache, rate limits
+// ---------------------------------------------------------------------------------------
+
+fn connection(workspace_id: &str, name: &str, sealed: &str, t: DateTime<Utc>) -> Connection {
+    Connection {
+        workspace_id: workspace_id.to_owned(),
+        name: name.to_owned(),
+        kind: ConnectionKind::Postgres,
+        sealed_config: sealed.to_owned(),
+        updated_by: "admin".to_owned(),
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+pub async fn connections_upsert_get_and_list(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    assert_eq!(
+        s.connections
+            .get_connection(&ws, "warehouse")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(s.connections.list_connections(&ws).await.expect("list"), vec![]);
+
+    let warehouse = connection(&ws, "warehouse", "sealed-1", at(2, 9, 0));
+    let analytics = connection(&ws, "analytics", "sealed-2", at(2, 10, 0));
+    let zeta = connection(&ws, "zeta", "sealed-3", at(2, 8, 0));
+    for c in [&warehouse, &analytics, &zeta] {
+        s.connections.put_connection(c).await.expect("put");
+    }
+    assert_eq!(
+        s.connections
+            .get_connection(&ws, "warehouse")
+            .await
+            .expect("get"),
+        Some(warehouse.clone())
+    );
+    assert_eq!(
+        s.connections.list_connections(&ws).await.expect("list"),
+        vec![analytics.clone(), warehouse.clone(), zeta.clone()],
+        "by name"
+    );
+
+    // A replacement keeps when the connection was first created.
+    let replacement = Connection {
+        kind: ConnectionKind::Sqlite,
+        sealed_config: "sealed-4".to_owned(),
+        updated_by: "another-admin".to_owned(),
+        created_at: at(4, 9, 0),
+        updated_at: at(4, 9, 0),
+        ..warehouse.clone()
+    };
+    s.connections
+        .put_connection(&replacement)
+        .await
+        .expect("replace");
+    let replaced = Connection {
+        created_at: warehouse.created_at,
+        ..replacement
+    };
+    assert_eq!(
+        s.connections
+            .get_connection(&ws, "warehouse")
+            .await
+            .expect("get"),
+        Some(replaced.clone())
+    );
+    assert_eq!(
+        s.connections.list_connections(&ws).await.expect("list"),
+        vec![analytics, replaced.clone(), zeta]
+    );
+
+    // Names are per workspace.
+    assert_eq!(
+        s.connections
+            .get_connection(&other, "warehouse")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(s.connections.list_connections(&other).await.expect("list"), vec![]);
+    let theirs = connection(&other, "warehouse", "sealed-theirs", at(5, 9, 0));
+    s.connections.put_connection(&theirs).await.expect("put theirs");
+    assert_eq!(
+        s.connections.list_connections(&other).await.expect("list"),
+        vec![theirs]
+    );
+    assert_eq!(
+        s.connections
+            .get_connection(&ws, "warehouse")
+            .await
+            .expect("get"),
+        Some(replaced)
+    );
+}
+
+fn cached(
+    workspace_id: &str,
+    key: &str,
+    marker: &str,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> CachedResult {
+    CachedResult {
+        workspace_id: workspace_id.to_owned(),
+        key: key.to_owned(),
+        columns: vec!["marker".to_owned(), "n".to_owned()],
+        rows: vec![vec![json!(marker), json!(1)], vec![json!(null), json!(2.5)]],
+        row_count: 2,
+        created_at,
+        expires_at,
+    }
+}
+
+pub async fn sql_cache_get_expiry_and_overwrite(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    let key = unique("key");
+    let get = |ws: String, as_of: DateTime<Utc>| {
+        let (s, key) = (s.clone(), key.clone());
+        async move { s.sql_cache.get_cached(&ws, &key, as_of).await.expect("get cached") }
+    };
+    assert_eq!(get(ws.clone(), at(3, 9, 0)).await, None);
+
+    let first = cached(&ws, &key, "first", at(3, 9, 0), at(3, 10, 0));
+    s.sql_cache.put_cached(&first).await.expect("put");
+    assert_eq!(get(ws.clone(), at(3, 9, 30)).await, Some(first.clone()));
+    assert_eq!(
+        get(ws.clone(), at(3, 10, 0) - Duration::seconds(1)).await,
+        Some(first.clone())
+    );
+    // Expired at its expiry instant.
+    assert_eq!(get(ws.clone(), at(3, 10, 0)).await, None);
+
+    let second = cached(&ws, &key, "second", at(3, 9, 45), at(3, 11, 0));
+    s.sql_cache.put_cached(&second).await.expect("overwrite");
+    assert_eq!(get(ws.clone(), at(3, 9, 50)).await, Some(second.clone()));
+    assert_eq!(get(ws.clone(), at(3, 10, 30)).await, Some(second.clone()));
+
+    // An expired entry is overwritten like any other.
+    let third = cached(&ws, &key, "third", at(3, 12, 0), at(3, 13, 0));
+    s.sql_cache.put_cached(&third).await.expect("refresh");
+    assert_eq!(get(ws.clone(), at(3, 12, 0)).await, Some(third.clone()));
+
+    // Keys are per workspace.
+    assert_eq!(get(other.clone(), at(3, 12, 0)).await, None);
+    let theirs = cached(&other, &key, "theirs", at(3, 12, 0), at(3, 14, 0));
+    s.sql_cache.put_cached(&theirs).await.expect("put theirs");
+    assert_eq!(get(other, at(3, 12, 30)).await, Some(theirs));
+    assert_eq!(get(ws, at(3, 12, 30)).await, Some(third));
+}
+
+/// Rate-limit windows of the contract all expire at the end of the month, after every
+/// window start the suite uses, so no behaviour's hits can make another's windows look
+/// forgotten on a shared store.
+fn window_expiry() -> DateTime<Utc> {
+    at(31, 0, 0)
+}
+
+pub async fn rate_limit_counts_up_to_the_limit_per_window(s: &Stores) {
+    let key = unique("rl");
+    let hit = |key: String, window: DateTime<Utc>, limit: u32| {
+        let s = s.clone();
+        async move {
+            s.rate_limits
+                .hit(&key, window, window_expiry(), limit)
+                .await
+                .expect("hit")
+        }
+    };
+    let w1 = at(3, 9, 0);
+    let w2 = at(3, 9, 1);
+    for i in 0..3 {
+        assert!(hit(key.clone(), w1, 3).await, "hit {i} is under the limit");
+    }
+    assert!(!hit(key.clone(), w1, 3).await, "the fourth is refused");
+    assert!(!hit(key.clone(), w1, 3).await, "and so is the fifth");
+    // Refused hits were not counted: with a higher limit exactly two more fit.
+    assert!(hit(key.clone(), w1, 5).await);
+    assert!(hit(key.clone(), w1, 5).await);
+    assert!(!hit(key.clone(), w1, 5).await);
+
+    // A new window counts from zero; another key has windows of its own.
+    assert!(hit(key.clone(), w2, 3).await);
+    assert!(hit(unique("rl"), w1, 3).await);
+    // A zero limit counts nothing.
+    assert!(!hit(unique("rl"), w1, 0).await);
+}
+
+pub async fn concurrent_hits_count_exactly_the_limit(s: &Stores) {
+    let key = unique("rl");
+    let window = at(3, 9, 0);
+    let barrier = Arc::new(Barrier::new(50));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, barrier, key) = (s.rate_limits.clone(), barrier.clone(), key.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.hit(&key, window, window_expiry(), 20).await
+            })
+        })
+        .collect();
+    let mut counted = 0;
+    for task in tasks {
+        if task.await.expect("hit task finished").expect("hit") {
+            counted += 1;
+        }
+    }
+    assert_eq!(counted, 20);
+    assert!(
+        !s.rate_limits
+            .hit(&key, window, window_expiry(), 20)
+            .await
+            .expect("hit")
+    );
 }

@@ -10,7 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use scheduled_runs::adapters::local::clock::ManualClock;
-use scheduled_runs::domain::model::{Plan, WorkspaceRole};
+use scheduled_runs::demo;
+use scheduled_runs::domain::model::{Caller, ConnectionConfig, Plan, WorkspaceRole};
 use scheduled_runs::embedded::{Embedded, EmbeddedConfig};
 use scheduled_runs::http::jwt;
 use scheduled_runs::ports::Clock;
@@ -62,11 +63,13 @@ impl TestApp {
     /// Opens (or re-opens) the deployment whose state lives in `dir`.
     pub fn open(dir: tempfile::TempDir, now: DateTime<Utc>) -> TestApp {
         let clock = Arc::new(ManualClock::new(now));
-        let config = EmbeddedConfig::new(
+        let mut config = EmbeddedConfig::new(
             dir.path().to_owned(),
             "http://localhost:3000".into(),
             SECRET.to_vec(),
         );
+        // Notice cancels quickly; the simulated clock never moves on its own.
+        config.executor.watch_interval = std::time::Duration::from_millis(20);
         let embedded = Embedded::open(&config, clock.clone()).expect("open embedded deployment");
         let router = embedded.router();
         TestApp {
@@ -85,6 +88,7 @@ impl TestApp {
         Self::open(dir, now)
     }
 
+    /// Creates a workspace with a `warehouse` connection to the demo warehouse.
     pub async fn workspace(&self, id: &str, plan: Plan) {
         self.embedded
             .state
@@ -92,10 +96,48 @@ impl TestApp {
             .create(id, plan)
             .await
             .expect("create workspace");
+        let warehouse = self.dir.path().join("warehouses").join(demo::DEMO_WAREHOUSE);
+        if !warehouse.exists() {
+            demo::write_warehouse(&warehouse).expect("demo warehouse");
+        }
+        let admin = Caller {
+            user_id: "operator".into(),
+            workspace_id: id.into(),
+            workspace_role: WorkspaceRole::Admin,
+            email: None,
+        };
+        self.embedded
+            .state
+            .connections
+            .put(
+                &admin,
+                "warehouse",
+                &ConnectionConfig::Sqlite {
+                    path: demo::DEMO_WAREHOUSE.into(),
+                },
+            )
+            .await
+            .expect("warehouse connection");
+    }
+
+    /// Polls a run's status until it is terminal (bounded); returns the last status body.
+    pub async fn wait_for_run(&self, token: &str, project: &str, run_id: &str) -> Value {
+        let path = format!("/api/v1/projects/{project}/runs/{run_id}");
+        let mut last = Value::Null;
+        for _ in 0..1_000 {
+            let r = self.get(&path, token).await;
+            last = r.body;
+            let status = last["status"].as_str().unwrap_or_default();
+            if ["COMPLETED", "ERRORED", "KILLED", "SKIPPED"].contains(&status) {
+                return last;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("run {run_id} did not finish: {last}")
     }
 
     pub fn token(&self, user: &str, workspace: &str, role: WorkspaceRole) -> String {
-        token_at(user, workspace, role, self.clock.now(), 3_600)
+        token_at(user, workspace, role, self.clock.now(), 400 * 86_400)
     }
 
     pub async fn request(&self, req: Request<Body>) -> TestResponse {

@@ -111,6 +111,10 @@ async fn state_survives_reopening_the_file() {
         trace_id: "trace-reopen".to_owned(),
         state_events: Vec::new(),
         expires_at: at(30, 0),
+        attempt: 0,
+        lease_until: None,
+        cells: Vec::new(),
+        error: None,
     };
 
     {
@@ -235,7 +239,7 @@ async fn state_survives_reopening_the_file() {
 async fn purge_removes_only_expired_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
-    let stores = Stores::from_store(store.clone());
+    let stores = Stores::from_store(store);
     let ws = Workspace {
         workspace_id: "ws-purge".to_owned(),
         plan: Plan::Team,
@@ -280,6 +284,10 @@ async fn purge_removes_only_expired_runs() {
         trace_id: "t".to_owned(),
         state_events: Vec::new(),
         expires_at,
+        attempt: 0,
+        lease_until: None,
+        cells: Vec::new(),
+        error: None,
     };
     for r in [
         run("old", at(10, 0)),
@@ -289,7 +297,19 @@ async fn purge_removes_only_expired_runs() {
         stores.runs.create_run_if_absent(&r).await.expect("run");
     }
 
-    assert_eq!(store.purge_expired_runs(at(11, 0)).await.expect("purge"), 2);
+    // At most `limit` per call: the two expired runs go one at a time.
+    assert_eq!(
+        stores.runs.purge_expired_runs(at(11, 0), 1).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        stores.runs.purge_expired_runs(at(11, 0), 10).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        stores.runs.purge_expired_runs(at(11, 0), 10).await.expect("purge"),
+        0
+    );
     assert_eq!(
         stores.runs.get_run("ws-purge", "old").await.expect("get"),
         None

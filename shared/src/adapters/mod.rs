@@ -2,3 +2,4 @@
 //! timer and queue); the AWS adapters live beside it. Only the binaries choose between them.
 
 pub mod local;
+pub mod sql;

@@ -6,3 +6,6 @@ pub mod cron;
 pub mod fire_times;
 pub mod model;
 pub mod policy;
+pub mod cells;
+pub mod inputs;
+pub mod template;

@@ -396,6 +396,156 @@ pub struct Run {
     pub state_events: Vec<StateEvent>,
     /// When the run's record may be deleted (history retention).
     pub expires_at: DateTime<Utc>,
+    /// How many times an executor has started this run (crash recovery is bounded).
+    #[serde(default)]
+    pub attempt: u32,
+    /// While `RUNNING`: the executor holds the run until then and renews the lease as it
+    /// goes; a lease that ran out means the executor died and the run may be retried.
+    #[serde(default)]
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Per-cell results, in execution order.
+    #[serde(default)]
+    pub cells: Vec<CellResult>,
+    #[serde(default)]
+    pub error: Option<RunError>,
+}
+
+/// The guard of a conditional run update: the status and attempt the writer last saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunGuard {
+    pub status: RunStatus,
+    pub attempt: u32,
+}
+
+impl Run {
+    pub fn guard(&self) -> RunGuard {
+        RunGuard {
+            status: self.status,
+            attempt: self.attempt,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CellStatus {
+    Completed,
+    Errored,
+}
+
+/// What one SQL cell produced in a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CellResult {
+    pub cell_id: String,
+    pub status: CellStatus,
+    pub columns: Vec<String>,
+    /// The first 1,000 rows, each a list of values in column order.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// All rows the query returned.
+    pub row_count: u64,
+    pub duration_ms: u64,
+    pub cache_hit: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a run ended `ERRORED`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunError {
+    /// `CELL_FAILED`, `TIMEOUT`, `EXECUTOR_CRASHED`, `VERSION_MISSING`, `CONNECTION_MISSING`.
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_id: Option<String>,
+}
+
+/// The outputs of the last run allowed to update what the published app shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedResults {
+    pub workspace_id: String,
+    pub project_id: String,
+    pub run_id: String,
+    pub project_version: u32,
+    /// The run's ordering instant (its `scheduledFor`, else its start): results are only
+    /// ever replaced by a run with a later one.
+    pub as_of: DateTime<Utc>,
+    pub cells: Vec<CellResult>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectionKind {
+    Sqlite,
+    Postgres,
+}
+
+/// The configuration of a data connection, as an admin gives it. It may hold credentials,
+/// so it is stored only sealed and never returned.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
+pub enum ConnectionConfig {
+    /// A SQLite file, relative to the server's warehouse directory.
+    Sqlite { path: String },
+    /// A PostgreSQL server, by URL or by the ARN of a secret holding the URL.
+    Postgres {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, rename = "secretArn", skip_serializing_if = "Option::is_none")]
+        secret_arn: Option<String>,
+    },
+}
+
+impl ConnectionConfig {
+    pub fn kind(&self) -> ConnectionKind {
+        match self {
+            ConnectionConfig::Sqlite { .. } => ConnectionKind::Sqlite,
+            ConnectionConfig::Postgres { .. } => ConnectionKind::Postgres,
+        }
+    }
+}
+
+/// Credentials must never reach a log line, so `Debug` shows only the kind.
+impl std::fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            ConnectionConfig::Postgres { .. } => f.write_str("Postgres { .. }"),
+        }
+    }
+}
+
+/// A workspace data connection. Its configuration (which may hold credentials) is kept
+/// only sealed: the store never sees it in plain text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub workspace_id: String,
+    pub name: String,
+    pub kind: ConnectionKind,
+    /// The sealed JSON configuration (`SecretBox`).
+    pub sealed_config: String,
+    pub updated_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A cached query result (SQL cache).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedResult {
+    pub workspace_id: String,
+    /// Hash of (connection, rendered SQL, bind values).
+    pub key: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    pub row_count: u64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl Run {

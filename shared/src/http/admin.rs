@@ -6,8 +6,12 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, Authenticated, PageQuery};
-use super::views::{AutoArchiveRequest, ScheduleList, ScheduleResponse, WorkspaceResponse};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, PageQuery};
+use super::views::{
+    AutoArchiveRequest, ConnectionList, ConnectionResponse, ScheduleList, ScheduleResponse,
+    WorkspaceResponse,
+};
+use crate::domain::model::ConnectionConfig;
 use crate::ports::ScheduleFilter;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -66,4 +70,31 @@ pub async fn put_auto_archive(
         .set_auto_archive(&caller, body.after_days)
         .await?;
     Ok(Json(workspace.into()))
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/connections/{name}", tag = "admin",
+    params(("name" = String, Path)), request_body = ConnectionConfig,
+    responses((status = 200, body = ConnectionResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_connection(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(config): ApiJson<ConnectionConfig>,
+) -> Result<Json<ConnectionResponse>> {
+    let connection = state.connections.put(&caller, &name, &config).await?;
+    Ok(Json(connection.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/connections", tag = "admin",
+    responses((status = 200, body = ConnectionList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_connections(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<ConnectionList>> {
+    let connections = state.connections.list(&caller).await?;
+    Ok(Json(ConnectionList {
+        connections: connections.into_iter().map(Into::into).collect(),
+    }))
 }

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod jwt;
 mod openapi;
 mod projects;
+mod runs;
 mod schedules;
 pub mod views;
 
@@ -20,8 +21,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 
+use crate::services::connections::ConnectionService;
 use crate::services::dispatch::DispatchService;
 use crate::services::projects::ProjectService;
+use crate::services::runs::RunService;
 use crate::services::schedules::ScheduleService;
 use crate::services::workspaces::WorkspaceService;
 use auth::IdentityResolver;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub projects: Arc<ProjectService>,
     pub schedules: Arc<ScheduleService>,
     pub dispatch: Arc<DispatchService>,
+    pub runs: Arc<RunService>,
+    pub connections: Arc<ConnectionService>,
     pub workspaces: Arc<WorkspaceService>,
     pub identity: Arc<dyn IdentityResolver>,
     /// Base of the links to runs (`{publicUrl}/projects/{projectId}/runs/{runId}`).
@@ -54,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{projectId}/publish", post(projects::publish))
         .route(
             "/projects/{projectId}/members/{userId}",
-            put(projects::put_member),
+            put(projects::put_member).delete(projects::remove_member),
         )
         .route("/projects/{projectId}/archive", post(projects::archive))
         .route("/projects/{projectId}/unarchive", post(projects::unarchive))
@@ -76,7 +81,25 @@ pub fn router(state: AppState) -> Router {
             "/projects/{projectId}/schedules/{scheduleId}/runs",
             get(schedules::runs),
         )
+        .route(
+            "/projects/{projectId}/runs",
+            post(runs::start).get(runs::list),
+        )
+        .route(
+            "/projects/{projectId}/runs/{runId}",
+            get(runs::status).delete(runs::cancel),
+        )
+        .route("/projects/{projectId}/results", get(runs::results))
+        // The singular paths of the older RunProject API.
+        .route("/project/{projectId}/run", post(runs::start))
+        .route("/project/{projectId}/runs", get(runs::list))
+        .route(
+            "/project/{projectId}/run/{runId}",
+            get(runs::status).delete(runs::cancel),
+        )
         .route("/admin/schedules", get(admin::list_schedules))
+        .route("/admin/connections", get(admin::list_connections))
+        .route("/admin/connections/{name}", put(admin::put_connection))
         .route("/admin/auto-archive", put(admin::put_auto_archive))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, projects, schedules};
+use super::{admin, projects, runs, schedules};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,15 +13,17 @@ use super::{admin, projects, schedules};
     paths(
         super::health,
         projects::create, projects::list, projects::get, projects::get_draft, projects::put_draft,
-        projects::publish, projects::put_member, projects::archive, projects::unarchive,
+        projects::publish, projects::put_member, projects::remove_member, projects::archive, projects::unarchive,
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
         schedules::trigger, schedules::runs,
-        admin::list_schedules, admin::put_auto_archive,
+        runs::start, runs::status, runs::list, runs::cancel, runs::results,
+        admin::list_schedules, admin::put_auto_archive, admin::put_connection, admin::list_connections,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "projects", description = "Projects, drafts, publishing, members"),
         (name = "schedules", description = "Schedules and their run logs"),
+        (name = "runs", description = "The RunProject API and published results"),
         (name = "admin", description = "Workspace administration"),
     )
 )]

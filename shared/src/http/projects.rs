@@ -123,6 +123,22 @@ pub async fn put_member(
     }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/projects/{projectId}/members/{userId}", tag = "projects",
+    params(("projectId" = String, Path), ("userId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiPath((project_id, user_id)): ApiPath<(String, String)>,
+) -> Result<StatusCode> {
+    state
+        .projects
+        .remove_member(&caller, &project_id, &user_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(post, path = "/api/v1/projects/{projectId}/archive", tag = "projects",
     params(("projectId" = String, Path)),
     responses((status = 200, body = ProjectResponse), (status = "4XX", body = ErrorBody)),

@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use crate::domain::cadence::Cadence;
 use crate::domain::model::{
-    OverlapPolicy, Plan, ProjectRole, ProjectVersion, Run, RunStatus, RunTrigger, SkipReason,
-    StateEvent, Workspace,
+    CellResult, Connection, ConnectionKind, OverlapPolicy, Plan, ProjectRole, ProjectVersion,
+    PublishedResults, Run, RunError, RunStatus, RunTrigger, SkipReason, StateEvent, Workspace,
 };
 use crate::services::projects::ProjectView;
 use crate::services::schedules::{ScheduleView, ScheduleWarning};
@@ -137,15 +137,24 @@ pub struct RunSummary {
     pub use_cached_sql_results: bool,
     pub trace_id: String,
     pub state_events: Vec<StateEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+/// The link to a run in the app.
+pub fn run_url(public_url: &str, project_id: &str, run_id: &str) -> String {
+    format!("{public_url}/projects/{project_id}/runs/{run_id}")
+}
+
+/// The API address of a run's status.
+pub fn run_status_url(public_url: &str, project_id: &str, run_id: &str) -> String {
+    format!("{public_url}/api/v1/projects/{project_id}/runs/{run_id}")
 }
 
 impl RunSummary {
     pub fn new(run: Run, public_url: &str) -> Self {
         RunSummary {
-            run_url: format!(
-                "{public_url}/projects/{}/runs/{}",
-                run.project_id, run.run_id
-            ),
+            run_url: run_url(public_url, &run.project_id, &run.run_id),
             elapsed_time: run
                 .start_time
                 .zip(run.end_time)
@@ -164,8 +173,132 @@ impl RunSummary {
             use_cached_sql_results: run.use_cached_sql_results,
             trace_id: run.trace_id,
             state_events: run.state_events,
+            error: run.error,
         }
     }
+}
+
+/// `GET /projects/{projectId}/runs/{runId}`: the summary plus the cells' results.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatusResponse {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    pub cells: Vec<CellResult>,
+    /// Deliveries of the run's notifications.
+    pub notifications: Vec<serde_json::Value>,
+}
+
+impl RunStatusResponse {
+    pub fn new(mut run: Run, public_url: &str) -> Self {
+        let cells = std::mem::take(&mut run.cells);
+        RunStatusResponse {
+            summary: RunSummary::new(run, public_url),
+            cells,
+            notifications: Vec::new(),
+        }
+    }
+}
+
+/// `POST /projects/{projectId}/runs` (RunProject).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunCreatedResponse {
+    pub project_id: String,
+    pub run_id: String,
+    pub run_url: String,
+    pub run_status_url: String,
+    pub trace_id: String,
+    pub project_version: Option<u32>,
+    pub notifications: Vec<serde_json::Value>,
+}
+
+impl RunCreatedResponse {
+    pub fn new(run: &Run, public_url: &str) -> Self {
+        RunCreatedResponse {
+            project_id: run.project_id.clone(),
+            run_id: run.run_id.clone(),
+            run_url: run_url(public_url, &run.project_id, &run.run_id),
+            run_status_url: run_status_url(public_url, &run.project_id, &run.run_id),
+            trace_id: run.trace_id.clone(),
+            project_version: run.project_version,
+            notifications: Vec::new(),
+        }
+    }
+}
+
+/// A dry run: the request was valid; nothing ran.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunResponse {
+    pub project_id: String,
+    pub project_version: u32,
+    pub trace_id: String,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunListResponse {
+    pub runs: Vec<RunSummary>,
+    /// The path and query of the next page, when there may be one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultsResponse {
+    pub project_id: String,
+    /// The run that produced these results.
+    pub run_id: String,
+    pub project_version: u32,
+    /// The run's scheduled time (or its start for other runs).
+    pub as_of: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The results of the cells the app shows.
+    pub cells: Vec<CellResult>,
+}
+
+impl From<PublishedResults> for ResultsResponse {
+    fn from(r: PublishedResults) -> Self {
+        ResultsResponse {
+            project_id: r.project_id,
+            run_id: r.run_id,
+            project_version: r.project_version,
+            as_of: r.as_of,
+            updated_at: r.updated_at,
+            cells: r.cells,
+        }
+    }
+}
+
+/// A data connection as the API shows it: never its configuration.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionResponse {
+    pub name: String,
+    pub kind: ConnectionKind,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl From<Connection> for ConnectionResponse {
+    fn from(c: Connection) -> Self {
+        ConnectionResponse {
+            name: c.name,
+            kind: c.kind,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            updated_by: c.updated_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionList {
+    pub connections: Vec<ConnectionResponse>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,12 +6,17 @@
 mod clock;
 mod error;
 mod messaging;
+mod secrets;
+pub mod sql;
 mod store;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{LimitKind, PortError};
+pub use sql::{BoundSql, ConnectorFactory, Dialect, QueryError, QueryOutput, SqlConnector, SqlValue};
+pub use secrets::SecretBox;
 pub use messaging::{RunMessage, RunQueue, TriggerBackend};
 pub use store::{
-    Page, PageRequest, ProjectStore, RunCreated, RunStore, ScheduleFilter, ScheduleLimits,
-    ScheduleStore, WorkspaceStore,
+    ConnectionStore, Page, PageRequest, ProjectStore, RateLimitStore, ResultsStore, RunCreated,
+    RunFilter, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore,
+    WorkspaceStore,
 };

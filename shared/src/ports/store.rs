@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::PortError;
 use crate::domain::model::{
-    Member, Plan, Project, ProjectRole, ProjectVersion, Run, Schedule, User, VersionBody, Workspace,
+    CachedResult, Connection, Member, Plan, Project, ProjectRole, ProjectVersion,
+    PublishedResults, Run, RunGuard, RunStatus, RunTrigger, Schedule, User, VersionBody,
+    Workspace,
 };
 
 /// A page of a list: at most `limit` items after the opaque `cursor`.
@@ -46,6 +48,8 @@ pub trait WorkspaceStore: Send + Sync {
     /// Records a user seen in a token (their e-mail may change between tokens).
     async fn upsert_user(&self, user: &User) -> Result<(), PortError>;
     async fn get_user(&self, workspace_id: &str, user_id: &str) -> Result<Option<User>, PortError>;
+    /// Every workspace, oldest first (maintenance jobs walk them).
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>, PortError>;
 }
 
 #[async_trait]
@@ -71,6 +75,13 @@ pub trait ProjectStore: Send + Sync {
         user_id: &str,
     ) -> Result<Option<ProjectRole>, PortError>;
     async fn put_member(&self, workspace_id: &str, member: &Member) -> Result<(), PortError>;
+    /// Removes the user's role on the project; `NotFound` when they had none.
+    async fn remove_member(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        user_id: &str,
+    ) -> Result<(), PortError>;
     async fn get_draft(
         &self,
         workspace_id: &str,
@@ -111,6 +122,14 @@ pub trait ProjectStore: Send + Sync {
         project_id: &str,
         at: DateTime<Utc>,
     ) -> Result<(), PortError>;
+    /// Projects of the workspace that are not archived and whose last human activity is
+    /// before `before`, oldest activity first.
+    async fn list_inactive_projects(
+        &self,
+        workspace_id: &str,
+        before: DateTime<Utc>,
+        page: &PageRequest,
+    ) -> Result<Page<Project>, PortError>;
 }
 
 /// Limits checked atomically with a schedule insert or update (`None` = unlimited).
@@ -200,4 +219,83 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Page<Run>, PortError>;
     /// The latest fire time recorded for every schedule (the local timer resumes from it).
     async fn last_fire_times(&self) -> Result<Vec<(String, DateTime<Utc>)>, PortError>;
+    /// Replaces the stored run with `run` if the stored one still has the status and
+    /// attempt of `expected` (conditional write); `VersionMismatch` otherwise, `NotFound`
+    /// when there is none.
+    async fn update_run(&self, run: &Run, expected: RunGuard) -> Result<(), PortError>;
+    /// Runs of a project, newest `createdAt` first, without runs expired at `as_of`.
+    async fn list_project_runs(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+        filter: &RunFilter,
+        as_of: DateTime<Utc>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<Run>, PortError>;
+    /// `PENDING` and `RUNNING` runs of every workspace (the sweeper's view).
+    async fn list_active_runs(&self, page: &PageRequest) -> Result<Page<Run>, PortError>;
+    /// Deletes up to `limit` runs expired at `as_of`; returns how many. Stores with their
+    /// own expiry (DynamoDB TTL) may do nothing.
+    async fn purge_expired_runs(&self, as_of: DateTime<Utc>, limit: u32) -> Result<u64, PortError>;
+}
+
+/// Filters of the project run listing (`None` = any).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub trigger: Option<RunTrigger>,
+}
+
+#[async_trait]
+pub trait ResultsStore: Send + Sync {
+    /// Stores `results` unless the stored ones come from a run with an `as_of` at or after
+    /// theirs (conditional write); returns whether they were stored.
+    async fn put_results_if_newer(&self, results: &PublishedResults) -> Result<bool, PortError>;
+    async fn get_results(
+        &self,
+        workspace_id: &str,
+        project_id: &str,
+    ) -> Result<Option<PublishedResults>, PortError>;
+}
+
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    /// Creates or replaces the named connection of the workspace.
+    async fn put_connection(&self, connection: &Connection) -> Result<(), PortError>;
+    async fn get_connection(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Option<Connection>, PortError>;
+    /// All connections of the workspace, by name.
+    async fn list_connections(&self, workspace_id: &str) -> Result<Vec<Connection>, PortError>;
+}
+
+#[async_trait]
+pub trait SqlCacheStore: Send + Sync {
+    /// The entry, if present and not expired at `as_of`.
+    async fn get_cached(
+        &self,
+        workspace_id: &str,
+        key: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<Option<CachedResult>, PortError>;
+    /// Creates or overwrites the entry.
+    async fn put_cached(&self, entry: &CachedResult) -> Result<(), PortError>;
+}
+
+/// Fixed-window counters for rate limits.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Counts one hit on `key` in the window starting at `window_start` if the window has
+    /// fewer than `limit` hits (atomically); returns whether the hit was counted. Windows
+    /// may be forgotten after `expires_at`.
+    async fn hit(
+        &self,
+        key: &str,
+        window_start: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<bool, PortError>;
 }

@@ -286,6 +286,10 @@ impl DispatchService {
             trace_id: uuid::Uuid::new_v4().simple().to_string(),
             state_events: vec![event("STATUS", RunStatus::Pending.as_str(), now)],
             expires_at: now + self.settings.retention,
+            attempt: 0,
+            lease_until: None,
+            cells: Vec::new(),
+            error: None,
         }
     }
 }

@@ -2,9 +2,13 @@
 //! decisions; the same code runs behind the local server and behind the Lambda functions.
 
 mod access;
+pub mod connections;
 pub mod dispatch;
 mod error;
+pub mod executor;
+pub mod maintenance;
 pub mod projects;
+pub mod runs;
 pub mod schedules;
 pub mod workspaces;
 

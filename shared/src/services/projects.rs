@@ -2,12 +2,12 @@
 //! Archiving reaches into schedules because an archived project's triggers must stop
 //! (and unarchiving restores those that were enabled).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::domain::model::{Caller, Member, Project, ProjectRole, ProjectVersion, VersionBody};
 use crate::ports::{
-    Clock, Page, PageRequest, ProjectStore, ScheduleStore, TriggerBackend, WorkspaceStore,
+    Clock, ConnectionStore, Page, PageRequest, ProjectStore, ScheduleStore, TriggerBackend,
+    WorkspaceStore,
 };
 
 use super::access::remember_caller;
@@ -33,6 +33,8 @@ pub struct ProjectService {
     pub workspaces: Arc<dyn WorkspaceStore>,
     pub projects: Arc<dyn ProjectStore>,
     pub schedules: Arc<dyn ScheduleStore>,
+    /// Publishing checks that every cell's connection exists.
+    pub connections: Arc<dyn ConnectionStore>,
     pub triggers: Arc<dyn TriggerBackend>,
     pub clock: Arc<dyn Clock>,
 }
@@ -248,6 +250,32 @@ impl ProjectService {
         Ok(member)
     }
 
+    /// Takes the user's role on the project away. Their schedules stay; at dispatch they
+    /// are skipped (`CREATOR_NO_ACCESS`) until someone with access takes them over.
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        user_id: &str,
+    ) -> Result<(), ServiceError> {
+        ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::FullAccess)
+            .await?;
+        self.projects
+            .remove_member(&caller.workspace_id, project_id, user_id)
+            .await
+            .map_err(|e| match e {
+                crate::ports::PortError::NotFound => ServiceError::NotFound {
+                    code: "MEMBER_NOT_FOUND",
+                    what: "member",
+                },
+                other => other.into(),
+            })?;
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
+            .await?;
+        Ok(())
+    }
+
     /// Archives or unarchives the project and brings every schedule's trigger in line:
     /// archived → none fires; unarchived → those that are enabled fire again.
     pub async fn set_archived(
@@ -300,58 +328,10 @@ pub async fn sync_project_triggers(
     }
 }
 
-/// Structural checks of a version before it may be published: unique names, and the app
-/// showing only cells that exist.
+/// Structural checks of a version before it may be published; the rules live in the
+/// domain (`domain::cells::validate_version`). Connections are not checked here: a caller
+/// that knows the workspace's connections calls the domain function with them.
 pub fn validate_version(body: &VersionBody) -> Result<(), ServiceError> {
-    let mut inputs = HashSet::new();
-    for (i, input) in body.inputs.iter().enumerate() {
-        if !is_identifier(&input.name) {
-            return Err(ServiceError::invalid(
-                "INVALID_VERSION",
-                format!("inputs[{i}].name"),
-                "input names must be identifiers (letters, digits, _; not starting with a digit)",
-            ));
-        }
-        if !inputs.insert(input.name.as_str()) {
-            return Err(ServiceError::invalid(
-                "INVALID_VERSION",
-                format!("inputs[{i}].name"),
-                format!("duplicate input name {:?}", input.name),
-            ));
-        }
-    }
-    let mut cells = HashSet::new();
-    for (i, cell) in body.cells.iter().enumerate() {
-        if !is_identifier(&cell.id) {
-            return Err(ServiceError::invalid(
-                "INVALID_VERSION",
-                format!("cells[{i}].id"),
-                "cell ids must be identifiers (letters, digits, _; not starting with a digit)",
-            ));
-        }
-        if !cells.insert(cell.id.as_str()) {
-            return Err(ServiceError::invalid(
-                "INVALID_VERSION",
-                format!("cells[{i}].id"),
-                format!("duplicate cell id {:?}", cell.id),
-            ));
-        }
-    }
-    for (i, id) in body.app.cells.iter().enumerate() {
-        if !cells.contains(id.as_str()) {
-            return Err(ServiceError::invalid(
-                "INVALID_VERSION",
-                format!("app.cells[{i}]"),
-                format!("the app shows unknown cell {id:?}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.len() <= 64
+    crate::domain::cells::validate_version(body, &|_| true)
+        .map_err(|e| ServiceError::invalid("INVALID_VERSION", e.field, e.message))
 }

@@ -1,7 +1,10 @@
 //! The embedded deployment's adapters: one SQLite file for all state, an in-process timer
-//! standing in for EventBridge Scheduler and an in-process queue standing in for SQS.
+//! standing in for EventBridge Scheduler, an in-process queue and worker pool standing in
+//! for SQS and the execute function, and a key-file `SecretBox`.
 
 pub mod clock;
 pub mod queue;
+pub mod secret_box;
 pub mod sqlite;
 pub mod timer;
+pub mod worker;

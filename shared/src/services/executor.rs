@@ -1,0 +1,504 @@
+//! The executor: takes a queued run and executes the project version pinned at dispatch.
+//!
+//! Exactly-once execution over an at-least-once queue rests on two conditional writes: the
+//! start (`PENDING → RUNNING`, or a crashed attempt's expired lease → the next attempt) and
+//! the finish (`RUNNING` at this attempt → terminal). A second delivery of the same message
+//! finds the run taken or finished and does nothing. While it runs, a watcher renews the
+//! lease and notices a cancel (the run turned `KILLED`), interrupting the running query.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::cells;
+use crate::domain::inputs;
+use crate::domain::model::{
+    CachedResult, CellResult, CellStatus, ConnectionConfig, PublishedResults, Run, RunError,
+    RunStatus, RunTrigger, StateEvent,
+};
+use crate::domain::template::{self, CellView, TemplateContext};
+use crate::ports::{
+    Clock, ConnectionStore, ConnectorFactory, PortError, ProjectStore, QueryError, ResultsStore,
+    RunMessage, RunStore, SecretBox, SqlCacheStore, SqlConnector,
+};
+
+use super::ServiceError;
+
+#[derive(Clone, Debug)]
+pub struct ExecutorSettings {
+    /// How long a start holds the run before another executor may take it over.
+    pub lease: Duration,
+    /// How often the watcher renews the lease and looks for a cancel.
+    pub watch_interval: std::time::Duration,
+    /// Starts allowed per run (the first plus retries after crashes).
+    pub max_attempts: u32,
+    /// A run still going after this long is ended `ERRORED` (`TIMEOUT`).
+    pub run_timeout: Duration,
+    /// Freshness of SQL cache entries.
+    pub cache_ttl: Duration,
+    /// Rows kept per cell result.
+    pub max_rows: usize,
+    /// Where each run's private working directory is created.
+    pub workdir_root: PathBuf,
+}
+
+impl ExecutorSettings {
+    pub fn new(workdir_root: PathBuf) -> Self {
+        ExecutorSettings {
+            lease: Duration::seconds(60),
+            watch_interval: std::time::Duration::from_secs(1),
+            max_attempts: 3,
+            run_timeout: Duration::minutes(15),
+            cache_ttl: Duration::hours(24),
+            max_rows: 1_000,
+            workdir_root,
+        }
+    }
+}
+
+/// What one delivery of a run message did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecuteOutcome {
+    /// This delivery executed the run to its end.
+    Finished(Box<Run>),
+    /// The run was finished, taken by another executor, or gone: nothing to do.
+    Ignored,
+}
+
+pub struct ExecutorService {
+    pub projects: Arc<dyn ProjectStore>,
+    pub runs: Arc<dyn RunStore>,
+    pub results: Arc<dyn ResultsStore>,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub cache: Arc<dyn SqlCacheStore>,
+    pub connectors: Arc<dyn ConnectorFactory>,
+    pub secrets: Arc<dyn SecretBox>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: ExecutorSettings,
+}
+
+/// How the cells ended.
+enum Ending {
+    Completed,
+    Errored(RunError),
+    /// Interrupted: killed by a user, or past the timeout.
+    Interrupted,
+}
+
+impl ExecutorService {
+    /// Handles one delivery of a run message.
+    pub async fn execute(&self, message: &RunMessage) -> Result<ExecuteOutcome, ServiceError> {
+        let Some(run) = self.start(message).await? else {
+            return Ok(ExecuteOutcome::Ignored);
+        };
+        let workdir = self.settings.workdir_root.join(&run.run_id);
+        let result = self.run_with_workdir(run, &workdir).await;
+        // The working directory is private to the run: nothing survives it.
+        if let Err(e) = tokio::fs::remove_dir_all(&workdir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(run_id = %message.run_id, error = %e, "could not remove a run's working directory");
+        }
+        result
+    }
+
+    /// Takes the run with a conditional write, or returns `None` when this delivery has
+    /// nothing to do.
+    async fn start(&self, message: &RunMessage) -> Result<Option<Run>, ServiceError> {
+        let Some(run) = self
+            .runs
+            .get_run(&message.workspace_id, &message.run_id)
+            .await?
+        else {
+            tracing::warn!(run_id = %message.run_id, "message for an unknown run ignored");
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let crashed = run.status == RunStatus::Running && run.lease_until.is_none_or(|l| l <= now);
+        if run.status != RunStatus::Pending && !crashed {
+            return Ok(None);
+        }
+        let guard = run.guard();
+        if run.attempt >= self.settings.max_attempts {
+            let mut ended = run;
+            ended.error = Some(RunError {
+                code: "EXECUTOR_CRASHED".into(),
+                message: format!(
+                    "the run was started {} times without finishing",
+                    ended.attempt
+                ),
+                cell_id: None,
+            });
+            self.end(&mut ended, RunStatus::Errored, now);
+            return match self.runs.update_run(&ended, guard).await {
+                Ok(()) => Ok(None),
+                Err(PortError::VersionMismatch) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let mut started = run;
+        started.status = RunStatus::Running;
+        started.attempt += 1;
+        started.lease_until = Some(now + self.settings.lease);
+        started.start_time.get_or_insert(now);
+        started.state_events.push(event("STATUS", "RUNNING", now));
+        if crashed {
+            started
+                .state_events
+                .push(event("RETRY", &format!("attempt {}", started.attempt), now));
+        }
+        match self.runs.update_run(&started, guard).await {
+            Ok(()) => {
+                tracing::info!(run_id = %started.run_id, schedule_id = ?started.schedule_id,
+                    attempt = started.attempt, "run started");
+                Ok(Some(started))
+            }
+            Err(PortError::VersionMismatch) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn run_with_workdir(&self, run: Run, workdir: &Path) -> Result<ExecuteOutcome, ServiceError> {
+        if let Err(e) = tokio::fs::create_dir_all(workdir).await {
+            return Err(PortError::unavailable(format!("cannot create the run's working directory: {e}")).into());
+        }
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(watch(
+            self.runs.clone(),
+            self.clock.clone(),
+            run.clone(),
+            cancel.clone(),
+            self.settings.clone(),
+        ));
+        let (cells, ending) = self.execute_cells(&run, workdir, &cancel).await;
+        watcher.abort();
+        self.finish(run, cells, ending).await
+    }
+
+    async fn finish(
+        &self,
+        started: Run,
+        cells: Vec<CellResult>,
+        ending: Ending,
+    ) -> Result<ExecuteOutcome, ServiceError> {
+        let now = self.clock.now();
+        let guard = started.guard();
+        let mut run = started;
+        run.cells = cells;
+        let status = match ending {
+            Ending::Completed => RunStatus::Completed,
+            Ending::Errored(error) => {
+                run.error = Some(error);
+                RunStatus::Errored
+            }
+            Ending::Interrupted => {
+                // Either a user killed it (the store says KILLED; our write will lose) or
+                // it ran past its timeout.
+                run.error = Some(RunError {
+                    code: "TIMEOUT".into(),
+                    message: format!(
+                        "the run did not finish within {} minutes",
+                        self.settings.run_timeout.num_minutes()
+                    ),
+                    cell_id: None,
+                });
+                RunStatus::Errored
+            }
+        };
+        self.end(&mut run, status, now);
+        match self.runs.update_run(&run, guard).await {
+            Ok(()) => {}
+            Err(PortError::VersionMismatch) => {
+                // Killed (or timed out by the sweeper) meanwhile: that ending stands and a
+                // killed run never updates published results.
+                tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id,
+                    "run ended elsewhere while executing; its results are discarded");
+                return Ok(ExecuteOutcome::Ignored);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id,
+            status = run.status.as_str(), "run finished");
+        if run.status == RunStatus::Completed && run.update_published_results {
+            self.publish_results(&run).await?;
+        }
+        Ok(ExecuteOutcome::Finished(Box::new(run)))
+    }
+
+    fn end(&self, run: &mut Run, status: RunStatus, now: DateTime<Utc>) {
+        run.status = status;
+        run.end_time = Some(now);
+        run.lease_until = None;
+        run.state_events.push(event("STATUS", status.as_str(), now));
+    }
+
+    async fn publish_results(&self, run: &Run) -> Result<(), ServiceError> {
+        let (Some(version), Some(start)) = (run.project_version, run.start_time) else {
+            return Ok(());
+        };
+        let app_cells = match self
+            .projects
+            .get_version(&run.workspace_id, &run.project_id, version)
+            .await?
+        {
+            Some(v) => v.body.app.cells,
+            None => return Ok(()),
+        };
+        let results = PublishedResults {
+            workspace_id: run.workspace_id.clone(),
+            project_id: run.project_id.clone(),
+            run_id: run.run_id.clone(),
+            project_version: version,
+            as_of: run.scheduled_for.unwrap_or(start),
+            cells: run
+                .cells
+                .iter()
+                .filter(|c| app_cells.contains(&c.cell_id))
+                .cloned()
+                .collect(),
+            updated_at: self.clock.now(),
+        };
+        let stored = self.results.put_results_if_newer(&results).await?;
+        tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id, stored,
+            "published results offered");
+        Ok(())
+    }
+
+    /// Executes the planned cells in order; returns the results so far and how it ended.
+    async fn execute_cells(
+        &self,
+        run: &Run,
+        workdir: &Path,
+        cancel: &CancellationToken,
+    ) -> (Vec<CellResult>, Ending) {
+        let mut results = Vec::new();
+        let fail = |code: &str, message: String, cell_id: Option<String>| {
+            Ending::Errored(RunError {
+                code: code.to_owned(),
+                message,
+                cell_id,
+            })
+        };
+        let version = match run.project_version {
+            Some(v) => self.projects.get_version(&run.workspace_id, &run.project_id, v).await,
+            None => Ok(None),
+        };
+        let body = match version {
+            Ok(Some(v)) => v.body,
+            Ok(None) => {
+                return (results, fail("VERSION_MISSING", "the pinned project version does not exist".into(), None));
+            }
+            Err(e) => return (results, fail("BACKEND", self.backend_message(&run.run_id, &e), None)),
+        };
+        let plan = match cells::execution_plan(&body) {
+            Ok(plan) => plan,
+            Err(e) => return (results, fail("INVALID_VERSION", e.message, None)),
+        };
+        let inputs = match inputs::resolve_inputs(&body.inputs, Some(&run.input_params)) {
+            Ok(i) => i,
+            Err(e) => return (results, fail("INVALID_INPUT", e.message, None)),
+        };
+        let scheduled = matches!(run.run_trigger, RunTrigger::Scheduled | RunTrigger::Manual);
+        let context_name = if scheduled { "scheduled" } else { "api-triggered" };
+        let mut views: HashMap<String, CellView> = HashMap::new();
+        let mut connectors: HashMap<String, Box<dyn SqlConnector>> = HashMap::new();
+        let deadline = run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
+        for cell_id in plan {
+            let Some(cell) = body.cells.iter().find(|c| c.id == cell_id) else {
+                continue;
+            };
+            if cancel.is_cancelled() || self.clock.now() >= deadline {
+                return (results, Ending::Interrupted);
+            }
+            let started = Instant::now();
+            let ctx = TemplateContext {
+                inputs: &inputs,
+                hex_scheduled: scheduled,
+                hex_run_context: context_name,
+                cells: &views,
+            };
+            if !connectors.contains_key(&cell.connection) {
+                match self.open_connector(run, &cell.connection, workdir).await {
+                    Ok(c) => {
+                        connectors.insert(cell.connection.clone(), c);
+                    }
+                    Err(message) => {
+                        results.push(errored_cell(&cell.id, message.clone(), started));
+                        return (results, fail("CONNECTION_FAILED", message, Some(cell.id.clone())));
+                    }
+                }
+            }
+            let Some(connector) = connectors.get(&cell.connection) else {
+                continue;
+            };
+            let bound = match template::render_sql(&cell.sql, &ctx, connector.dialect()) {
+                Ok(bound) => bound,
+                Err(e) => {
+                    results.push(errored_cell(&cell.id, e.to_string(), started));
+                    return (results, fail("CELL_FAILED", format!("cell {}: {e}", cell.id), Some(cell.id.clone())));
+                }
+            };
+            let key = template::cache_key(&cell.connection, &bound);
+            let cached = if run.use_cached_sql_results {
+                match self.cache.get_cached(&run.workspace_id, &key, self.clock.now()).await {
+                    Ok(hit) => hit,
+                    Err(e) => {
+                        tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e,
+                            "SQL cache read failed; executing");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let (output, cache_hit) = match cached {
+                Some(hit) => ((hit.columns, hit.rows, hit.row_count), true),
+                None => match connector.query(&bound, self.settings.max_rows, cancel).await {
+                    Ok(out) => {
+                        self.write_cache(run, key, &out.columns, &out.rows, out.row_count).await;
+                        ((out.columns, out.rows, out.row_count), false)
+                    }
+                    Err(QueryError::Cancelled) => return (results, Ending::Interrupted),
+                    Err(e) => {
+                        results.push(errored_cell(&cell.id, e.to_string(), started));
+                        return (results, fail("CELL_FAILED", format!("cell {}: {e}", cell.id), Some(cell.id.clone())));
+                    }
+                },
+            };
+            let (columns, rows, row_count) = output;
+            views.insert(
+                cell.id.clone(),
+                CellView {
+                    columns: columns.clone(),
+                    rows: rows.clone(),
+                    row_count,
+                },
+            );
+            results.push(CellResult {
+                cell_id: cell.id.clone(),
+                status: CellStatus::Completed,
+                columns,
+                rows,
+                row_count,
+                duration_ms: millis(started),
+                cache_hit,
+                error: None,
+            });
+        }
+        (results, Ending::Completed)
+    }
+
+    /// Opens the named connection of the run's workspace; on failure, a message safe to
+    /// record on the run (never the configuration itself).
+    async fn open_connector(
+        &self,
+        run: &Run,
+        name: &str,
+        workdir: &Path,
+    ) -> Result<Box<dyn SqlConnector>, String> {
+        let stored = match self.connections.get_connection(&run.workspace_id, name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(format!("the workspace has no data connection named {name:?}")),
+            Err(e) => return Err(self.backend_message(&run.run_id, &e)),
+        };
+        let config: Option<ConnectionConfig> = self
+            .secrets
+            .open(&stored.sealed_config)
+            .ok()
+            .and_then(|plain| serde_json::from_slice(&plain).ok());
+        let Some(config) = config else {
+            tracing::error!(run_id = %run.run_id, schedule_id = ?run.schedule_id, connection = name,
+                "a stored connection could not be unsealed");
+            return Err(format!("the configuration of connection {name:?} could not be read"));
+        };
+        self.connectors
+            .open(&config, workdir)
+            .await
+            .map_err(|e| format!("connection {name:?}: {e}"))
+    }
+
+    async fn write_cache(&self, run: &Run, key: String, columns: &[String], rows: &[Vec<serde_json::Value>], row_count: u64) {
+        let now = self.clock.now();
+        let entry = CachedResult {
+            workspace_id: run.workspace_id.clone(),
+            key,
+            columns: columns.to_vec(),
+            rows: rows.to_vec(),
+            row_count,
+            created_at: now,
+            expires_at: now + self.settings.cache_ttl,
+        };
+        if let Err(e) = self.cache.put_cached(&entry).await {
+            tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e, "SQL cache write failed");
+        }
+    }
+
+    /// Logs a backend failure with a trace id and returns a message safe to record.
+    fn backend_message(&self, run_id: &str, e: &PortError) -> String {
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        tracing::error!(run_id, trace, error = %e, "backend failure during a run");
+        format!("a backend failed; trace id {trace}")
+    }
+}
+
+fn errored_cell(cell_id: &str, error: String, started: Instant) -> CellResult {
+    CellResult {
+        cell_id: cell_id.to_owned(),
+        status: CellStatus::Errored,
+        columns: Vec::new(),
+        rows: Vec::new(),
+        row_count: 0,
+        duration_ms: millis(started),
+        cache_hit: false,
+        error: Some(error),
+    }
+}
+
+fn millis(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn event(event_type: &str, value: &str, at: DateTime<Utc>) -> StateEvent {
+    StateEvent {
+        event_type: event_type.to_owned(),
+        value: value.to_owned(),
+        timestamp: at,
+    }
+}
+
+/// Renews the run's lease while it executes and cancels the execution when the run was
+/// killed (or timed out by the sweeper) — any change of status or attempt in the store.
+async fn watch(
+    runs: Arc<dyn RunStore>,
+    clock: Arc<dyn Clock>,
+    mut run: Run,
+    cancel: CancellationToken,
+    settings: ExecutorSettings,
+) {
+    let deadline = run.start_time.unwrap_or_else(|| clock.now()) + settings.run_timeout;
+    loop {
+        tokio::time::sleep(settings.watch_interval).await;
+        let now = clock.now();
+        if now >= deadline {
+            cancel.cancel();
+            return;
+        }
+        let guard = run.guard();
+        run.lease_until = Some(now + settings.lease);
+        match runs.update_run(&run, guard).await {
+            Ok(()) => {}
+            Err(PortError::VersionMismatch | PortError::NotFound) => {
+                tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id, "run cancelled while executing");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e, "lease renewal failed");
+            }
+        }
+    }
+}
