@@ -89,6 +89,7 @@ macro_rules! store_contract_tests {
             archive_and_unarchive,
             activity_only_moves_forward,
             member_put_replaces_role,
+            member_remove_then_not_found,
             tenant_isolation,
             schedule_insert_get_update_delete,
             project_schedules_oldest_first_with_pages,
@@ -940,6 +941,56 @@ pub async fn member_put_replaces_role(s: &Stores) {
         .await
         .expect("downgrade owner");
     assert_eq!(role_of(owner).await, Some(ProjectRole::CanEdit));
+}
+
+pub async fn member_remove_then_not_found(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let other = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let user = unique("user");
+    let member = Member {
+        project_id: p.project_id.clone(),
+        user_id: user.clone(),
+        role: ProjectRole::CanExplore,
+    };
+    s.projects
+        .put_member(&ws, &member)
+        .await
+        .expect("put member");
+
+    // Through another workspace the membership does not exist.
+    assert_not_found(
+        s.projects.remove_member(&other, &p.project_id, &user).await,
+        "remove through another workspace",
+    );
+    s.projects
+        .remove_member(&ws, &p.project_id, &user)
+        .await
+        .expect("remove");
+    assert_eq!(
+        s.projects
+            .get_member_role(&ws, &p.project_id, &user)
+            .await
+            .expect("role"),
+        None
+    );
+    assert_eq!(
+        s.projects
+            .get_member_role(&ws, &p.project_id, &owner)
+            .await
+            .expect("role"),
+        Some(ProjectRole::FullAccess),
+        "other members stay"
+    );
+    assert_not_found(
+        s.projects.remove_member(&ws, &p.project_id, &user).await,
+        "remove twice",
+    );
+    assert_not_found(
+        s.projects.remove_member(&ws, &unique("proj"), &owner).await,
+        "remove from an unknown project",
+    );
 }
 
 /// Nothing of workspace A is visible or changeable through workspace B, even knowing ids.
@@ -1914,10 +1965,7 @@ pub async fn foreign_cursor_is_invalid(s: &Stores) {
             "list_schedule_runs",
         );
         assert_invalid_cursor(s.runs.list_active_runs(&page).await, "list_active_runs");
-        assert_invalid_cursor(
-            s.workspaces.list_workspaces(&page).await,
-            "list_workspaces",
-        );
+        assert_invalid_cursor(s.workspaces.list_workspaces(&page).await, "list_workspaces");
         assert_invalid_cursor(
             s.projects
                 .list_inactive_projects(&ws, at(4, 0, 0), &page)
@@ -1954,7 +2002,10 @@ pub async fn workspaces_list_oldest_first_with_pages(s: &Stores) {
         async move { s.workspaces.list_workspaces(&page).await }
     })
     .await;
-    assert!(sizes.len() >= 3, "five workspaces take pages of two: {sizes:?}");
+    assert!(
+        sizes.len() >= 3,
+        "five workspaces take pages of two: {sizes:?}"
+    );
     assert!(
         all.windows(2).all(|w| w[0].created_at <= w[1].created_at),
         "oldest first"
@@ -1979,7 +2030,13 @@ pub async fn workspaces_list_oldest_first_with_pages(s: &Stores) {
         tied,
         HashSet::from([w2a.workspace_id.as_str(), w2b.workspace_id.as_str()])
     );
-    assert_eq!(listed[1..3].iter().filter(|w| **w == w2a || **w == w2b).count(), 2);
+    assert_eq!(
+        listed[1..3]
+            .iter()
+            .filter(|w| **w == w2a || **w == w2b)
+            .count(),
+        2
+    );
     assert_eq!(listed[3..].to_vec(), vec![w3, w4]);
 }
 
@@ -2084,7 +2141,10 @@ fn cell_result(cell_id: &str, marker: &str) -> CellResult {
         cell_id: cell_id.to_owned(),
         status: CellStatus::Completed,
         columns: vec!["marker".to_owned(), "n".to_owned()],
-        rows: vec![vec![json!(marker), json!(1)], vec![json!(marker), json!(2.5)]],
+        rows: vec![
+            vec![json!(marker), json!(1)],
+            vec![json!(marker), json!(2.5)],
+        ],
         row_count: 2,
         duration_ms: 12,
         cache_hit: false,
@@ -2191,8 +2251,15 @@ pub async fn run_update_is_conditional_on_status_and_attempt(s: &Stores) {
         s.runs.update_run(&foreign, run.guard()).await,
         "other workspace",
     );
-    assert_eq!(get().await, Some(run.clone()), "refused updates change nothing");
-    assert_eq!(s.runs.get_run(&other, &run.run_id).await.expect("get"), None);
+    assert_eq!(
+        get().await,
+        Some(run.clone()),
+        "refused updates change nothing"
+    );
+    assert_eq!(
+        s.runs.get_run(&other, &run.run_id).await.expect("get"),
+        None
+    );
     assert_eq!(active_among(s, &mine).await, vec![run.clone()]);
 
     s.runs
@@ -2200,7 +2267,10 @@ pub async fn run_update_is_conditional_on_status_and_attempt(s: &Stores) {
         .await
         .expect("start");
     assert_eq!(get().await, Some(running.clone()));
-    assert_eq!(by_status(RunStatus::Running, as_of).await, vec![running.clone()]);
+    assert_eq!(
+        by_status(RunStatus::Running, as_of).await,
+        vec![running.clone()]
+    );
     assert_eq!(by_status(RunStatus::Pending, as_of).await, vec![]);
     assert_eq!(active_among(s, &mine).await, vec![running.clone()]);
 
@@ -2248,7 +2318,10 @@ pub async fn run_update_is_conditional_on_status_and_attempt(s: &Stores) {
         "a finished run is not finished twice",
     );
     assert_eq!(by_status(RunStatus::Running, as_of).await, vec![]);
-    assert_eq!(by_status(RunStatus::Completed, as_of).await, vec![done.clone()]);
+    assert_eq!(
+        by_status(RunStatus::Completed, as_of).await,
+        vec![done.clone()]
+    );
     assert_eq!(active_among(s, &mine).await, vec![]);
 
     // The retention instant is kept in step with the body too.
@@ -2317,7 +2390,10 @@ pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores
         workspace_id: other.clone(),
         ..p.clone()
     };
-    s.projects.create_project(&twin).await.expect("twin project");
+    s.projects
+        .create_project(&twin)
+        .await
+        .expect("twin project");
     let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
     let keep = at(30, 0, 0);
     let as_of = at(20, 0, 0);
@@ -2352,7 +2428,17 @@ pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores
     let elsewhere = run_value(&p2, None, None, at(3, 12, 30), keep);
     let foreign = run_value(&twin, None, None, at(3, 12, 45), keep);
     for run in [
-        &r5, &expired, &r1, &foreign, &r3, &last_second, &r5_tie, &late, &elsewhere, &r2, &r4,
+        &r5,
+        &expired,
+        &r1,
+        &foreign,
+        &r3,
+        &last_second,
+        &r5_tie,
+        &late,
+        &elsewhere,
+        &r2,
+        &r4,
     ] {
         create_run(s, run).await;
     }
@@ -2372,7 +2458,10 @@ pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores
     let all = list(ws.clone(), pid.clone(), any, as_of, 0, 100).await;
     assert_eq!(all.len(), 8, "{all:?}");
     assert_eq!(
-        all[..2].iter().map(|r| r.run_id.clone()).collect::<HashSet<_>>(),
+        all[..2]
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect::<HashSet<_>>(),
         HashSet::from([r5.run_id.clone(), r5_tie.run_id.clone()]),
         "the two 13:00 runs come first"
     );
@@ -2395,28 +2484,74 @@ pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores
             "offset {offset}"
         );
     }
-    assert_eq!(list(ws.clone(), pid.clone(), any, as_of, 8, 3).await, vec![]);
-    assert_eq!(list(ws.clone(), pid.clone(), any, as_of, 100, 3).await, vec![]);
+    assert_eq!(
+        list(ws.clone(), pid.clone(), any, as_of, 8, 3).await,
+        vec![]
+    );
+    assert_eq!(
+        list(ws.clone(), pid.clone(), any, as_of, 100, 3).await,
+        vec![]
+    );
 
     let by = |status: Option<RunStatus>, trigger: Option<RunTrigger>| RunFilter { status, trigger };
     assert_eq!(
-        list(ws.clone(), pid.clone(), by(Some(RunStatus::Completed), None), as_of, 0, 10).await,
+        list(
+            ws.clone(),
+            pid.clone(),
+            by(Some(RunStatus::Completed), None),
+            as_of,
+            0,
+            10
+        )
+        .await,
         vec![late.clone(), r2.clone(), r1.clone()]
     );
     assert_eq!(
-        list(ws.clone(), pid.clone(), by(Some(RunStatus::Killed), None), as_of, 0, 10).await,
+        list(
+            ws.clone(),
+            pid.clone(),
+            by(Some(RunStatus::Killed), None),
+            as_of,
+            0,
+            10
+        )
+        .await,
         vec![last_second.clone()]
     );
     assert_eq!(
-        list(ws.clone(), pid.clone(), by(None, Some(RunTrigger::Scheduled)), as_of, 0, 10).await,
+        list(
+            ws.clone(),
+            pid.clone(),
+            by(None, Some(RunTrigger::Scheduled)),
+            as_of,
+            0,
+            10
+        )
+        .await,
         vec![r5.clone(), late.clone(), r2.clone()]
     );
     assert_eq!(
-        list(ws.clone(), pid.clone(), by(None, Some(RunTrigger::Manual)), as_of, 0, 10).await,
+        list(
+            ws.clone(),
+            pid.clone(),
+            by(None, Some(RunTrigger::Manual)),
+            as_of,
+            0,
+            10
+        )
+        .await,
         vec![r3.clone()]
     );
     assert_eq!(
-        list(ws.clone(), pid.clone(), by(None, Some(RunTrigger::Api)), as_of, 0, 10).await,
+        list(
+            ws.clone(),
+            pid.clone(),
+            by(None, Some(RunTrigger::Api)),
+            as_of,
+            0,
+            10
+        )
+        .await,
         vec![r5_tie.clone(), r4.clone(), r1.clone(), last_second.clone()]
     );
     let scheduled_completed = by(Some(RunStatus::Completed), Some(RunTrigger::Scheduled));
@@ -2429,8 +2564,15 @@ pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores
         vec![r2.clone()]
     );
     assert_eq!(
-        list(ws.clone(), pid.clone(), by(Some(RunStatus::Skipped), Some(RunTrigger::Api)), as_of, 0, 10)
-            .await,
+        list(
+            ws.clone(),
+            pid.clone(),
+            by(Some(RunStatus::Skipped), Some(RunTrigger::Api)),
+            as_of,
+            0,
+            10
+        )
+        .await,
         vec![]
     );
 
@@ -2445,10 +2587,7 @@ pub async fn project_runs_newest_first_with_filters_offset_and_expiry(s: &Stores
         vec![elsewhere]
     );
     assert_eq!(list(other, pid, any, as_of, 0, 100).await, vec![foreign]);
-    assert_eq!(
-        list(ws, unique("proj"), any, as_of, 0, 100).await,
-        vec![]
-    );
+    assert_eq!(list(ws, unique("proj"), any, as_of, 0, 100).await, vec![]);
 }
 
 pub async fn active_runs_span_workspaces_with_pages(s: &Stores) {
@@ -2497,7 +2636,10 @@ pub async fn active_runs_span_workspaces_with_pages(s: &Stores) {
         async move { s.runs.list_active_runs(&page).await }
     })
     .await;
-    assert!(sizes.len() >= 2, "four active runs take pages of two: {sizes:?}");
+    assert!(
+        sizes.len() >= 2,
+        "four active runs take pages of two: {sizes:?}"
+    );
     assert!(
         all.iter().all(|r| !r.status.is_terminal()),
         "only PENDING and RUNNING runs are listed"
@@ -2539,7 +2681,10 @@ pub async fn purge_deletes_at_most_limit_expired_runs(s: &Stores) {
         create_run(s, run).await;
     }
 
-    assert_eq!(s.runs.purge_expired_runs(as_of, 0).await.expect("purge 0"), 0);
+    assert_eq!(
+        s.runs.purge_expired_runs(as_of, 0).await.expect("purge 0"),
+        0
+    );
     let first = s.runs.purge_expired_runs(as_of, 2).await.expect("purge");
     // Stores with their own expiry (DynamoDB TTL) may purge nothing; one that purges
     // takes exactly `limit` while more than that are expired.
@@ -2565,7 +2710,11 @@ pub async fn purge_deletes_at_most_limit_expired_runs(s: &Stores) {
     }
     for run in &kept {
         assert_eq!(
-            s.runs.get_run(&ws, &run.run_id).await.expect("get").as_ref(),
+            s.runs
+                .get_run(&ws, &run.run_id)
+                .await
+                .expect("get")
+                .as_ref(),
             Some(run),
             "a run still retained is never purged"
         );
@@ -2597,7 +2746,10 @@ pub async fn results_are_replaced_only_by_newer_ones(s: &Stores) {
         workspace_id: other.clone(),
         ..p.clone()
     };
-    s.projects.create_project(&twin).await.expect("twin project");
+    s.projects
+        .create_project(&twin)
+        .await
+        .expect("twin project");
     let get = |ws: String| {
         let (s, pid) = (s.clone(), p.project_id.clone());
         async move { s.results.get_results(&ws, &pid).await.expect("get results") }
@@ -2609,7 +2761,12 @@ pub async fn results_are_replaced_only_by_newer_ones(s: &Stores) {
     assert_eq!(get(ws.clone()).await, Some(first.clone()));
 
     let older = published(&p, at(4, 9, 0), "older");
-    assert!(!s.results.put_results_if_newer(&older).await.expect("put older"));
+    assert!(
+        !s.results
+            .put_results_if_newer(&older)
+            .await
+            .expect("put older")
+    );
     let same_instant = published(&p, at(5, 9, 0), "same instant");
     assert!(
         !s.results
@@ -2617,16 +2774,30 @@ pub async fn results_are_replaced_only_by_newer_ones(s: &Stores) {
             .await
             .expect("put equal")
     );
-    assert_eq!(get(ws.clone()).await, Some(first), "refused puts change nothing");
+    assert_eq!(
+        get(ws.clone()).await,
+        Some(first),
+        "refused puts change nothing"
+    );
 
     let newer = published(&p, at(5, 9, 0) + Duration::seconds(1), "newer");
-    assert!(s.results.put_results_if_newer(&newer).await.expect("put newer"));
+    assert!(
+        s.results
+            .put_results_if_newer(&newer)
+            .await
+            .expect("put newer")
+    );
     assert_eq!(get(ws.clone()).await, Some(newer.clone()));
 
     // The twin project of another workspace has results of its own, ordered on their own.
     assert_eq!(get(other.clone()).await, None);
     let theirs = published(&twin, at(1, 0, 0), "theirs");
-    assert!(s.results.put_results_if_newer(&theirs).await.expect("put theirs"));
+    assert!(
+        s.results
+            .put_results_if_newer(&theirs)
+            .await
+            .expect("put theirs")
+    );
     assert_eq!(get(other).await, Some(theirs));
     assert_eq!(get(ws.clone()).await, Some(newer));
     assert_eq!(
@@ -2705,7 +2876,10 @@ pub async fn connections_upsert_get_and_list(s: &Stores) {
             .expect("get"),
         None
     );
-    assert_eq!(s.connections.list_connections(&ws).await.expect("list"), vec![]);
+    assert_eq!(
+        s.connections.list_connections(&ws).await.expect("list"),
+        vec![]
+    );
 
     let warehouse = connection(&ws, "warehouse", "sealed-1", at(2, 9, 0));
     let analytics = connection(&ws, "analytics", "sealed-2", at(2, 10, 0));
@@ -2763,9 +2937,15 @@ pub async fn connections_upsert_get_and_list(s: &Stores) {
             .expect("get"),
         None
     );
-    assert_eq!(s.connections.list_connections(&other).await.expect("list"), vec![]);
+    assert_eq!(
+        s.connections.list_connections(&other).await.expect("list"),
+        vec![]
+    );
     let theirs = connection(&other, "warehouse", "sealed-theirs", at(5, 9, 0));
-    s.connections.put_connection(&theirs).await.expect("put theirs");
+    s.connections
+        .put_connection(&theirs)
+        .await
+        .expect("put theirs");
     assert_eq!(
         s.connections.list_connections(&other).await.expect("list"),
         vec![theirs]
@@ -2803,7 +2983,12 @@ pub async fn sql_cache_get_expiry_and_overwrite(s: &Stores) {
     let key = unique("key");
     let get = |ws: String, as_of: DateTime<Utc>| {
         let (s, key) = (s.clone(), key.clone());
-        async move { s.sql_cache.get_cached(&ws, &key, as_of).await.expect("get cached") }
+        async move {
+            s.sql_cache
+                .get_cached(&ws, &key, as_of)
+                .await
+                .expect("get cached")
+        }
     };
     assert_eq!(get(ws.clone(), at(3, 9, 0)).await, None);
 

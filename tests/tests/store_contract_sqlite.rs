@@ -299,15 +299,27 @@ async fn purge_removes_only_expired_runs() {
 
     // At most `limit` per call: the two expired runs go one at a time.
     assert_eq!(
-        stores.runs.purge_expired_runs(at(11, 0), 1).await.expect("purge"),
+        stores
+            .runs
+            .purge_expired_runs(at(11, 0), 1)
+            .await
+            .expect("purge"),
         1
     );
     assert_eq!(
-        stores.runs.purge_expired_runs(at(11, 0), 10).await.expect("purge"),
+        stores
+            .runs
+            .purge_expired_runs(at(11, 0), 10)
+            .await
+            .expect("purge"),
         1
     );
     assert_eq!(
-        stores.runs.purge_expired_runs(at(11, 0), 10).await.expect("purge"),
+        stores
+            .runs
+            .purge_expired_runs(at(11, 0), 10)
+            .await
+            .expect("purge"),
         0
     );
     assert_eq!(

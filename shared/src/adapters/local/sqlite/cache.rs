@@ -63,3 +63,64 @@ impl SqlCacheStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::adapters::local::sqlite::lock;
+
+    fn minute(m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 3, 9, m, 0)
+            .single()
+            .expect("valid instant")
+    }
+
+    fn entry(key: &str, created_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> CachedResult {
+        CachedResult {
+            workspace_id: "w".to_owned(),
+            key: key.to_owned(),
+            columns: vec!["n".to_owned()],
+            rows: vec![vec![serde_json::json!(1)]],
+            row_count: 1,
+            created_at,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_reclaim_expired_entries_a_few_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        for i in 0..10 {
+            store
+                .put_cached(&entry(&format!("old{i}"), minute(0), minute(5)))
+                .await
+                .expect("put");
+        }
+        let entries = || -> i64 {
+            lock(&store.pool.writer)
+                .query_row("SELECT COUNT(*) FROM sql_cache", [], |r| r.get(0))
+                .expect("count")
+        };
+        store
+            .put_cached(&entry("new", minute(4), minute(9)))
+            .await
+            .expect("put");
+        assert_eq!(entries(), 11, "nothing has expired at 9:04");
+        store
+            .put_cached(&entry("new", minute(5), minute(10)))
+            .await
+            .expect("put");
+        assert_eq!(entries(), 11 - i64::from(RECLAIM_PER_WRITE));
+        assert!(
+            store
+                .get_cached("w", "new", minute(6))
+                .await
+                .expect("get")
+                .is_some(),
+            "the entry just written is not reclaimed"
+        );
+    }
+}

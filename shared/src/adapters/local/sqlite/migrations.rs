@@ -324,6 +324,38 @@ mod tests {
     }
 
     #[test]
+    fn runs_written_before_migration_2_get_attempt_zero() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..1]).expect("v1"), vec![1]);
+        conn.execute_batch(
+            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
+                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
+                 '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'RUNNING', NULL,
+                 '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
+                 '2026-06-01T00:00:00.000000000Z', '{}');",
+        )
+        .expect("v1 rows");
+        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("rest"), vec![2]);
+        let (attempt, active): (i64, i64) = conn
+            .query_row(
+                "SELECT attempt,
+                        (SELECT COUNT(*) FROM runs INDEXED BY runs_active
+                         WHERE status IN ('PENDING', 'RUNNING'))
+                 FROM runs WHERE run_id = 'r'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("migrated run");
+        assert_eq!(
+            (attempt, active),
+            (0, 1),
+            "old runs are indexed as active too"
+        );
+    }
+
+    #[test]
     fn the_real_schema_applies_cleanly() {
         let mut conn = Connection::open_in_memory().expect("open");
         assert_eq!(

@@ -209,16 +209,19 @@ impl ProjectStore for SqliteStore {
         project_id: &str,
         user_id: &str,
     ) -> Result<(), PortError> {
-        let (ws, p, u) = (workspace_id.to_owned(), project_id.to_owned(), user_id.to_owned());
+        let (ws, p, u) = (
+            workspace_id.to_owned(),
+            project_id.to_owned(),
+            user_id.to_owned(),
+        );
         self.write(move |tx| {
-            let n = tx
-                .execute(
-                    "DELETE FROM project_members
-                     WHERE workspace_id = ?1 AND project_id = ?2 AND user_id = ?3",
-                    (&ws, &p, &u),
-                )
-                .map_err(db_err)?;
-            if n == 0 {
+            let removed = exec(
+                tx,
+                "DELETE FROM project_members
+                 WHERE workspace_id = ?1 AND project_id = ?2 AND user_id = ?3",
+                (&ws, &p, &u),
+            )?;
+            if removed == 0 {
                 return Err(PortError::NotFound);
             }
             Ok(())

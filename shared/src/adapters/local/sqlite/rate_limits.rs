@@ -51,3 +51,52 @@ impl RateLimitStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::adapters::local::sqlite::lock;
+
+    fn minute(m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 3, 9, m, 0)
+            .single()
+            .expect("valid instant")
+    }
+
+    fn windows(store: &SqliteStore) -> i64 {
+        lock(&store.pool.writer)
+            .query_row("SELECT COUNT(*) FROM rate_limits", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn hits_forget_expired_windows_a_few_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        // Twenty one-minute windows of different keys, each kept two minutes.
+        for i in 0..20 {
+            assert!(
+                store
+                    .hit(&format!("k{i}"), minute(0), minute(2), 5)
+                    .await
+                    .expect("hit")
+            );
+        }
+        assert!(store.hit("k0", minute(1), minute(3), 5).await.expect("hit"));
+        assert_eq!(windows(&store), 21, "nothing has expired at 9:01");
+
+        // From 9:02 on the first twenty are forgotten, a bounded batch per hit.
+        assert!(store.hit("k0", minute(2), minute(4), 5).await.expect("hit"));
+        assert_eq!(windows(&store), 22 - i64::from(RECLAIM_PER_HIT));
+        for _ in 0..3 {
+            assert!(store.hit("k1", minute(2), minute(4), 5).await.expect("hit"));
+        }
+        assert_eq!(
+            windows(&store),
+            3,
+            "the 9:01 and the two 9:02 windows remain"
+        );
+    }
+}

@@ -29,6 +29,23 @@ fn run_key(run: &Run) -> [String; 2] {
     [log_at(run), run.run_id.clone()]
 }
 
+/// A project's runs: a NULL parameter switches its filter off, keeping one statement to
+/// cache; `runs_by_project` yields the order and the filters are checked on the way.
+const LIST_PROJECT_RUNS: &str = "SELECT body FROM runs
+     WHERE workspace_id = ?1 AND project_id = ?2
+       AND (?3 IS NULL OR status = ?3)
+       AND (?4 IS NULL OR run_trigger = ?4)
+       AND expires_at > ?5
+     ORDER BY created_at DESC, run_id DESC
+     LIMIT ?6 OFFSET ?7";
+
+/// The sweeper's view. The status list repeats the `WHERE` of the partial index
+/// `runs_active` word for word, which is what lets SQLite use it.
+const LIST_ACTIVE_RUNS: &str = "SELECT body FROM runs
+     WHERE status IN ('PENDING', 'RUNNING') AND run_id > ?1
+     ORDER BY run_id
+     LIMIT ?2";
+
 /// Every column of a row, in the order of the `INSERT` and `UPDATE` statements; the
 /// indexed columns are copies of fields of the JSON body, always written together with it.
 #[allow(clippy::type_complexity)]
@@ -219,17 +236,9 @@ impl RunStore for SqliteStore {
         let as_of = ts(&as_of);
         let limit = limit.min(MAX_PAGE);
         self.read(move |conn| {
-            // A NULL parameter switches its filter off, keeping one statement to cache;
-            // runs_by_project yields the order, the filters are checked on the way.
             query_all(
                 conn,
-                "SELECT body FROM runs
-                 WHERE workspace_id = ?1 AND project_id = ?2
-                   AND (?3 IS NULL OR status = ?3)
-                   AND (?4 IS NULL OR run_trigger = ?4)
-                   AND expires_at > ?5
-                 ORDER BY created_at DESC, run_id DESC
-                 LIMIT ?6 OFFSET ?7",
+                LIST_PROJECT_RUNS,
                 rusqlite::params![ws, project, status, trigger, as_of, limit, offset],
                 run_from_row,
             )
@@ -241,17 +250,7 @@ impl RunStore for SqliteStore {
         let size = page_size(page);
         let [after_id] = after::<1>(page)?;
         self.read(move |conn| {
-            // The status list matches the partial index runs_active word for word, which
-            // is what lets SQLite use it.
-            let items = query_all(
-                conn,
-                "SELECT body FROM runs
-                 WHERE status IN ('PENDING', 'RUNNING') AND run_id > ?1
-                 ORDER BY run_id
-                 LIMIT ?2",
-                (&after_id, size + 1),
-                run_from_row,
-            )?;
+            let items = query_all(conn, LIST_ACTIVE_RUNS, (&after_id, size + 1), run_from_row)?;
             Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
         })
         .await
@@ -271,5 +270,44 @@ impl RunStore for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::sqlite::lock;
+
+    /// The details of SQLite's plan for `sql`, one line per step.
+    fn plan(store: &SqliteStore, sql: &str, params: usize) -> String {
+        let conn = lock(&store.pool.writer);
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let nulls = vec![rusqlite::types::Null; params];
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(3)
+            })
+            .expect("explain");
+        rows.collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("\n")
+    }
+
+    #[test]
+    fn run_listings_read_their_indexes_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+
+        let project = plan(&store, LIST_PROJECT_RUNS, 7);
+        assert!(project.contains("USING INDEX runs_by_project"), "{project}");
+        assert!(!project.contains("TEMP B-TREE"), "no sort step: {project}");
+
+        // A partial index is only used when the query repeats its condition; a drift
+        // between the two would silently scan the whole history.
+        let active = plan(&store, LIST_ACTIVE_RUNS, 2);
+        assert!(active.contains("USING INDEX runs_active"), "{active}");
+        assert!(!active.contains("TEMP B-TREE"), "no sort step: {active}");
     }
 }
