@@ -1,0 +1,671 @@
+//! SQL cells are Jinja templates (minijinja). Rendering turns one into SQL text with
+//! numbered placeholders plus the values bound to them: **every value printed with
+//! `{{ … }}` becomes a bind parameter**, never SQL text, so no input, upstream result or
+//! filter output (`|safe` included) can change the statement's structure. Only the
+//! template's own literal text and its control flow (`{% if %}`, `{% for %}`, …) shape
+//! the SQL.
+//!
+//! Variables a template sees:
+//! * every input of the run, by name;
+//! * `hex_scheduled` (bool) and `hex_run_context` (string);
+//! * `cells.<id>` for upstream results: `.columns` (names), `.rows` (a list of objects keyed
+//!   by column name — with duplicate column names the last one wins), `.rowCount` (the full
+//!   count, even past the stored rows) and `.value` (first column of the first row, or none).
+//!
+//! Decisions:
+//! * Undefined variables are errors (strict undefined), never silently empty. The one
+//!   exception is Jinja's own: `{{ x if cond }}` with a false `cond` prints nothing (and
+//!   binds nothing).
+//! * Values map to binds as none→`Null`, bool→`Bool`, integers→`Int` (outside `i64` is an
+//!   error), floats→`Float`, strings→`Text`. Lists, maps and bytes are refused with an
+//!   error, because no single bind can carry them and `IN ({{ ids }})` splicing is exactly
+//!   what binds must prevent: print the items one by one in a `{% for %}` loop instead.
+//! * `{% set x %}…{% endset %}` blocks and macros capture the placeholders they print, so
+//!   printing such a captured string binds it as text: harmless, if rarely useful.
+//! * A hostile template cannot hang or exhaust the executor: rendering is bounded by
+//!   minijinja fuel (instructions), a recursion limit, a cap on the rendered SQL's size and
+//!   on the number of binds, and the template source itself is capped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use minijinja::value::ValueKind;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use sha2::{Digest, Sha256};
+
+use crate::ports::sql::{BoundSql, Dialect, SqlValue};
+
+/// The largest template source accepted (the API caps request bodies at 256 KiB anyway).
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
+/// The largest SQL text a render may produce.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+/// The most bind parameters one statement may carry (SQLite's default ceiling).
+pub const MAX_BINDS: usize = 32_766;
+/// Instructions one render may execute: ample for loops over an upstream cell's 1,000 rows,
+/// small enough that `{% for i in range(100000) %}{% for j in range(100000) %}` stops fast.
+const FUEL: u64 = 2_000_000;
+/// Nesting depth of macro calls and similar.
+const RECURSION_LIMIT: usize = 64;
+/// The name errors point at (`… (in sql:3)`).
+const TEMPLATE_NAME: &str = "sql";
+
+/// The names every template sees besides the inputs; inputs may not take them.
+pub const CONTEXT_NAMES: [&str; 3] = ["cells", "hex_scheduled", "hex_run_context"];
+
+/// An upstream cell's result as the executor hands it to downstream templates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CellView {
+    pub columns: Vec<String>,
+    /// The stored rows (at most the run's row cap), each in column order.
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// The full row count, which may exceed `rows.len()`.
+    pub row_count: u64,
+}
+
+/// Everything a template may read during one render.
+#[derive(Clone, Copy, Debug)]
+pub struct TemplateContext<'a> {
+    /// The run's resolved input values, by input name.
+    pub inputs: &'a serde_json::Map<String, serde_json::Value>,
+    pub hex_scheduled: bool,
+    /// `scheduled`, `api-triggered`, `app` or `logic`.
+    pub hex_run_context: &'a str,
+    /// Results of the cells that already ran, by cell id.
+    pub cells: &'a HashMap<String, CellView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template does not parse.
+    #[error("template syntax error: {0}")]
+    Syntax(String),
+    /// Rendering failed: an undefined variable, a value that cannot be bound, a failing
+    /// filter, …
+    #[error("template error: {0}")]
+    Render(String),
+    /// The template is too large, runs too long or produces too much.
+    #[error("template limit exceeded: {0}")]
+    Limit(String),
+    /// The template uses a construct the engine deliberately does not support.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// An environment configured the same way for parsing and rendering.
+fn environment<'s>() -> Environment<'s> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    // SQL may legitimately end in a newline; keep the text exactly as written.
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+fn check_size(template: &str) -> Result<(), TemplateError> {
+    if template.len() > MAX_TEMPLATE_BYTES {
+        return Err(TemplateError::Limit(format!(
+            "the SQL template is larger than {MAX_TEMPLATE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `template` parses.
+pub fn check_syntax(template: &str) -> Result<(), TemplateError> {
+    check_size(template)?;
+    let env = environment();
+    env.template_from_named_str(TEMPLATE_NAME, template)
+        .map(|_| ())
+        .map_err(|e| TemplateError::Syntax(e.to_string()))
+}
+
+/// The variables `template` reads from its context, as dotted paths where the template
+/// uses attribute syntax (`cells.orders.rows`, `region`), without the ones it assigns
+/// itself (`{% set %}`, loop targets, macro arguments).
+pub fn variables(template: &str) -> Result<BTreeSet<String>, TemplateError> {
+    check_size(template)?;
+    let env = environment();
+    let tmpl = env
+        .template_from_named_str(TEMPLATE_NAME, template)
+        .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+    Ok(tmpl.undeclared_variables(true).into_iter().collect())
+}
+
+/// The names of the global functions every template may call (`range`, `dict`, …).
+pub fn global_names() -> BTreeSet<String> {
+    environment()
+        .globals()
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// Renders `template` into SQL for `dialect`, with every printed value turned into a bind
+/// parameter (`?N` for SQLite, `$N` for PostgreSQL, numbered from 1 in print order).
+pub fn render_sql(
+    template: &str,
+    ctx: &TemplateContext<'_>,
+    dialect: Dialect,
+) -> Result<BoundSql, TemplateError> {
+    check_size(template)?;
+    let binds: Arc<Mutex<Vec<SqlValue>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut env = environment();
+    let sink = Arc::clone(&binds);
+    // The formatter is the only way a value reaches the output, so installing one that
+    // writes a placeholder is what guarantees values never become SQL text.
+    env.set_formatter(move |out, _state, value| {
+        // `{{ x if false }}` yields a silent undefined; Jinja prints nothing for it.
+        if value.is_undefined() {
+            return Ok(());
+        }
+        let bound = to_sql_value(value)?;
+        let mut binds = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if binds.len() >= MAX_BINDS {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("a statement may carry at most {MAX_BINDS} bind parameters"),
+            ));
+        }
+        binds.push(bound);
+        let n = binds.len();
+        let written = match dialect {
+            Dialect::Sqlite => write!(out, "?{n}"),
+            Dialect::Postgres => write!(out, "${n}"),
+        };
+        written.map_err(|_| minijinja::Error::from(ErrorKind::WriteFailure))
+    });
+    let tmpl = env
+        .template_from_named_str(TEMPLATE_NAME, template)
+        .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+
+    let root = context_value(ctx);
+    let mut out = CappedWriter::default();
+    if let Err(e) = tmpl.render_captured_to(&root, &mut out) {
+        return Err(render_error(&e, &out, template, ctx));
+    }
+    let sql = String::from_utf8(out.buf)
+        .map_err(|_| TemplateError::Render("the rendered SQL is not valid UTF-8".into()))?;
+    let binds = std::mem::take(&mut *binds.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(BoundSql { sql, binds })
+}
+
+/// Explains a failed render in the user's terms.
+fn render_error(
+    e: &minijinja::Error,
+    out: &CappedWriter,
+    template: &str,
+    ctx: &TemplateContext<'_>,
+) -> TemplateError {
+    if out.overflowed {
+        return TemplateError::Limit(format!(
+            "the rendered SQL is larger than {MAX_RENDERED_BYTES} bytes"
+        ));
+    }
+    match e.kind() {
+        ErrorKind::OutOfFuel => TemplateError::Limit(
+            "the template ran too long (too many loop iterations or operations)".into(),
+        ),
+        ErrorKind::UndefinedError => {
+            // minijinja does not say which name was undefined; name the top-level ones we
+            // can tell are missing so the author sees what to fix.
+            let globals = global_names();
+            let missing: BTreeSet<String> = variables(template)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|path| {
+                    let mut parts = path.split('.');
+                    let root = parts.next()?.to_owned();
+                    let known = ctx.inputs.contains_key(&root)
+                        || root == "hex_scheduled"
+                        || root == "hex_run_context"
+                        || globals.contains(&root);
+                    if root == "cells" {
+                        let id = parts.next()?;
+                        (!ctx.cells.contains_key(id)).then(|| format!("cells.{id}"))
+                    } else {
+                        (!known).then_some(root)
+                    }
+                })
+                .collect();
+            if missing.is_empty() {
+                TemplateError::Render(e.to_string())
+            } else {
+                let names: Vec<String> = missing.into_iter().collect();
+                TemplateError::Render(format!("{e}: undefined variable(s) {}", names.join(", ")))
+            }
+        }
+        _ => TemplateError::Render(e.to_string()),
+    }
+}
+
+/// The template's root context. Inputs go first so that the fixed names win should an
+/// input ever share one (publishing refuses such inputs anyway).
+fn context_value(ctx: &TemplateContext<'_>) -> BTreeMap<String, Value> {
+    let mut root: BTreeMap<String, Value> = ctx
+        .inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+        .collect();
+    root.insert("hex_scheduled".into(), Value::from(ctx.hex_scheduled));
+    root.insert(
+        "hex_run_context".into(),
+        Value::from(ctx.hex_run_context.to_owned()),
+    );
+    let cells: BTreeMap<String, Value> = ctx
+        .cells
+        .iter()
+        .map(|(id, view)| (id.clone(), cell_value(view)))
+        .collect();
+    root.insert("cells".into(), Value::from(cells));
+    root
+}
+
+fn cell_value(view: &CellView) -> Value {
+    let rows: Vec<serde_json::Value> = view
+        .rows
+        .iter()
+        .map(|row| {
+            let object: serde_json::Map<String, serde_json::Value> = view
+                .columns
+                .iter()
+                .cloned()
+                .zip(row.iter().cloned())
+                .collect();
+            serde_json::Value::Object(object)
+        })
+        .collect();
+    let first = view
+        .rows
+        .first()
+        .and_then(|row| row.first())
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let object = serde_json::json!({
+        "columns": view.columns,
+        "rows": rows,
+        "rowCount": view.row_count,
+        "value": first,
+    });
+    Value::from_serialize(&object)
+}
+
+/// Maps a printed template value to the bind parameter carrying it.
+fn to_sql_value(value: &Value) -> Result<SqlValue, minijinja::Error> {
+    let refuse = |what: &str| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "cannot bind {what} as a SQL parameter; print its items one by one \
+                 (e.g. in a {{% for %}} loop)"
+            ),
+        )
+    };
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => Ok(SqlValue::Null),
+        ValueKind::Bool => Ok(SqlValue::Bool(value.is_true())),
+        ValueKind::Number if value.is_integer() => {
+            value.as_i64().map(SqlValue::Int).ok_or_else(|| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("the integer {value} does not fit a 64-bit SQL parameter"),
+                )
+            })
+        }
+        ValueKind::Number => f64::try_from(value.clone()).map(SqlValue::Float),
+        ValueKind::String => Ok(SqlValue::Text(
+            value.as_str().map(str::to_owned).unwrap_or_default(),
+        )),
+        ValueKind::Bytes => Err(refuse("bytes")),
+        ValueKind::Seq | ValueKind::Iterable => Err(refuse("a list")),
+        ValueKind::Map => Err(refuse("a map")),
+        _ => Err(refuse("this value")),
+    }
+}
+
+/// Collects rendered SQL, refusing to grow past [`MAX_RENDERED_BYTES`] so a template that
+/// emits text in a loop fails instead of exhausting memory.
+#[derive(Default)]
+struct CappedWriter {
+    buf: Vec<u8>,
+    overflowed: bool,
+}
+
+impl io::Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len().saturating_add(data.len()) > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(io::Error::other("rendered SQL too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The SQL cache key of a rendered statement on a connection: hex SHA-256 over an
+/// unambiguous encoding (a version tag, then length-prefixed connection name and SQL text,
+/// then each bind with a type tag), so that e.g. `Int(1)` and `Text("1")` never collide.
+pub fn cache_key(connection_name: &str, sql: &BoundSql) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"scheduled-runs/sql-cache/v1\0");
+    let put_bytes = |hasher: &mut Sha256, bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    put_bytes(&mut hasher, connection_name.as_bytes());
+    put_bytes(&mut hasher, sql.sql.as_bytes());
+    hasher.update((sql.binds.len() as u64).to_be_bytes());
+    for bind in &sql.binds {
+        match bind {
+            SqlValue::Null => hasher.update([0u8]),
+            SqlValue::Bool(b) => hasher.update([1u8, u8::from(*b)]),
+            SqlValue::Int(i) => {
+                hasher.update([2u8]);
+                hasher.update(i.to_be_bytes());
+            }
+            SqlValue::Float(f) => {
+                hasher.update([3u8]);
+                hasher.update(f.to_bits().to_be_bytes());
+            }
+            SqlValue::Text(t) => {
+                hasher.update([4u8]);
+                put_bytes(&mut hasher, t.as_bytes());
+            }
+        }
+    }
+    let digest = hasher.finalize();
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inputs(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    fn render_with(
+        template: &str,
+        inputs: &serde_json::Map<String, serde_json::Value>,
+        cells: &HashMap<String, CellView>,
+        dialect: Dialect,
+    ) -> Result<BoundSql, TemplateError> {
+        let ctx = TemplateContext {
+            inputs,
+            hex_scheduled: true,
+            hex_run_context: "scheduled",
+            cells,
+        };
+        render_sql(template, &ctx, dialect)
+    }
+
+    fn render(template: &str, input: serde_json::Value) -> Result<BoundSql, TemplateError> {
+        render_with(template, &inputs(input), &HashMap::new(), Dialect::Sqlite)
+    }
+
+    #[test]
+    fn injection_attempt_is_only_a_bind_value() {
+        let hostile = "'; DROP TABLE t; --";
+        let out = render(
+            "SELECT * FROM t WHERE name = {{ name }}",
+            json!({ "name": hostile }),
+        )
+        .unwrap();
+        assert_eq!(out.sql, "SELECT * FROM t WHERE name = ?1");
+        assert_eq!(out.binds, vec![SqlValue::Text(hostile.into())]);
+        assert!(!out.sql.contains("DROP"));
+    }
+
+    #[test]
+    fn safe_filter_does_not_splice_text() {
+        let out = render("SELECT {{ x|safe }}", json!({ "x": "1; DROP TABLE t" })).unwrap();
+        assert_eq!(out.sql, "SELECT ?1");
+        assert_eq!(out.binds, vec![SqlValue::Text("1; DROP TABLE t".into())]);
+    }
+
+    #[test]
+    fn numbered_placeholders_per_dialect() {
+        let i = inputs(json!({ "a": 1, "b": "x" }));
+        let cells = HashMap::new();
+        let sqlite = render_with(
+            "SELECT {{ a }}, {{ b }}, {{ a }}",
+            &i,
+            &cells,
+            Dialect::Sqlite,
+        )
+        .unwrap();
+        assert_eq!(sqlite.sql, "SELECT ?1, ?2, ?3");
+        let pg = render_with(
+            "SELECT {{ a }}, {{ b }}, {{ a }}",
+            &i,
+            &cells,
+            Dialect::Postgres,
+        )
+        .unwrap();
+        assert_eq!(pg.sql, "SELECT $1, $2, $3");
+        assert_eq!(
+            pg.binds,
+            vec![
+                SqlValue::Int(1),
+                SqlValue::Text("x".into()),
+                SqlValue::Int(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn value_types_map_to_binds() {
+        let out = render(
+            "{{ n }} {{ f }} {{ b }} {{ s }} {{ z }} {{ 2.0 }} {{ 1 + 1 }}",
+            json!({ "n": -7, "f": 1.5, "b": true, "s": "t", "z": null }),
+        )
+        .unwrap();
+        assert_eq!(
+            out.binds,
+            vec![
+                SqlValue::Int(-7),
+                SqlValue::Float(1.5),
+                SqlValue::Bool(true),
+                SqlValue::Text("t".into()),
+                SqlValue::Null,
+                SqlValue::Float(2.0),
+                SqlValue::Int(2),
+            ]
+        );
+    }
+
+    #[test]
+    fn lists_and_maps_are_refused() {
+        let e = render("SELECT {{ xs }}", json!({ "xs": [1, 2] })).unwrap_err();
+        assert!(
+            matches!(e, TemplateError::Render(ref m) if m.contains("list")),
+            "{e}"
+        );
+        let e = render("SELECT {{ m }}", json!({ "m": { "a": 1 } })).unwrap_err();
+        assert!(
+            matches!(e, TemplateError::Render(ref m) if m.contains("map")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn for_loops_bind_each_printed_value() {
+        let out = render(
+            "SELECT * FROM t WHERE id IN ({% for id in ids %}{{ id }}{% if not loop.last %}, {% endif %}{% endfor %})",
+            json!({ "ids": [3, 5, 8] }),
+        )
+        .unwrap();
+        assert_eq!(out.sql, "SELECT * FROM t WHERE id IN (?1, ?2, ?3)");
+        assert_eq!(
+            out.binds,
+            vec![SqlValue::Int(3), SqlValue::Int(5), SqlValue::Int(8)]
+        );
+    }
+
+    #[test]
+    fn control_flow_stays_template_logic() {
+        let t = "SELECT * FROM t{% if region %} WHERE region = {{ region }}{% endif %}";
+        let with = render(t, json!({ "region": "EU" })).unwrap();
+        assert_eq!(with.sql, "SELECT * FROM t WHERE region = ?1");
+        let without = render(t, json!({ "region": "" })).unwrap();
+        assert_eq!(without.sql, "SELECT * FROM t");
+        assert!(without.binds.is_empty());
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let e = render("SELECT {{ missing }}", json!({})).unwrap_err();
+        assert!(
+            matches!(e, TemplateError::Render(ref m) if m.contains("missing")),
+            "{e}"
+        );
+        let e = render("SELECT 1 {% if missing %}x{% endif %}", json!({})).unwrap_err();
+        assert!(matches!(e, TemplateError::Render(_)), "{e}");
+        let e = render("SELECT {{ cells.nope.value }}", json!({})).unwrap_err();
+        assert!(
+            matches!(e, TemplateError::Render(ref m) if m.contains("cells.nope")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn false_inline_if_prints_nothing() {
+        let out = render("SELECT 1{{ ' x' if flag }}", json!({ "flag": false })).unwrap();
+        assert_eq!(out.sql, "SELECT 1");
+        assert!(out.binds.is_empty());
+    }
+
+    #[test]
+    fn run_context_variables() {
+        let out = render(
+            "SELECT {{ hex_scheduled }}, {{ hex_run_context }}",
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            out.binds,
+            vec![SqlValue::Bool(true), SqlValue::Text("scheduled".into())]
+        );
+    }
+
+    #[test]
+    fn upstream_cells_are_visible() {
+        let mut cells = HashMap::new();
+        cells.insert(
+            "top".to_owned(),
+            CellView {
+                columns: vec!["id".into(), "name".into()],
+                rows: vec![vec![json!(10), json!("a")], vec![json!(20), json!("b")]],
+                row_count: 5000,
+            },
+        );
+        cells.insert("empty".to_owned(), CellView::default());
+        let out = render_with(
+            "SELECT {{ cells.top.value }}, {{ cells.top.rowCount }}, {{ cells.top.columns|length }}, \
+             {% for r in cells.top.rows %}{{ r.name }}{% endfor %}, {{ cells.empty.value }}",
+            &inputs(json!({})),
+            &cells,
+            Dialect::Postgres,
+        )
+        .unwrap();
+        assert_eq!(out.sql, "SELECT $1, $2, $3, $4$5, $6");
+        assert_eq!(
+            out.binds,
+            vec![
+                SqlValue::Int(10),
+                SqlValue::Int(5000),
+                SqlValue::Int(2),
+                SqlValue::Text("a".into()),
+                SqlValue::Text("b".into()),
+                SqlValue::Null,
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let e = render("SELECT {{ x ", json!({ "x": 1 })).unwrap_err();
+        assert!(matches!(e, TemplateError::Syntax(_)), "{e}");
+        assert!(check_syntax("{% if x %}").is_err());
+        assert!(check_syntax("SELECT {{ x }}").is_ok());
+    }
+
+    #[test]
+    fn runaway_templates_stop() {
+        let e = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            json!({}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, TemplateError::Limit(_)), "{e}");
+        let e = render(
+            "{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}",
+            json!({}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, TemplateError::Limit(_)), "{e}");
+        let big = "x".repeat(MAX_TEMPLATE_BYTES + 1);
+        assert!(matches!(
+            render(&big, json!({})),
+            Err(TemplateError::Limit(_))
+        ));
+    }
+
+    #[test]
+    fn variables_lists_dotted_paths() {
+        let vars = variables(
+            "{% set n = 3 %}{{ cells.a.value }} {{ region }} {% for r in cells.b.rows %}{{ r.x }}{% endfor %} {{ n }}",
+        )
+        .unwrap();
+        assert!(vars.contains("cells.a.value"));
+        assert!(vars.contains("cells.b.rows"));
+        assert!(vars.contains("region"));
+        // Names the template assigns itself are not context variables.
+        assert!(
+            !vars
+                .iter()
+                .any(|v| v == "n" || v == "r" || v.starts_with("r."))
+        );
+    }
+
+    #[test]
+    fn cache_key_is_stable_and_typed() {
+        let a = BoundSql {
+            sql: "SELECT ?1".into(),
+            binds: vec![SqlValue::Int(1)],
+        };
+        let b = BoundSql {
+            sql: "SELECT ?1".into(),
+            binds: vec![SqlValue::Text("1".into())],
+        };
+        assert_eq!(cache_key("wh", &a), cache_key("wh", &a.clone()));
+        assert_eq!(cache_key("wh", &a).len(), 64);
+        assert_ne!(cache_key("wh", &a), cache_key("wh", &b));
+        assert_ne!(cache_key("wh", &a), cache_key("other", &a));
+        // Length prefixes keep the fields apart.
+        let c = BoundSql {
+            sql: "b".into(),
+            binds: vec![],
+        };
+        let d = BoundSql {
+            sql: "".into(),
+            binds: vec![],
+        };
+        assert_ne!(cache_key("a", &c), cache_key("ab", &d));
+    }
+}
