@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use scheduled_runs::domain::model::{Plan, WorkspaceRole};
 use scheduled_runs::demo::{DEMO_ADMIN, DEMO_WORKSPACE};
+use scheduled_runs::domain::model::{Plan, WorkspaceRole};
 use scheduled_runs::embedded::{DB_FILE, Embedded, EmbeddedConfig, load_or_create_secret};
 use scheduled_runs::http::jwt;
 use scheduled_runs::ports::{Clock, SystemClock};

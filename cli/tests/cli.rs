@@ -183,10 +183,16 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str, token: &str) -> (u16, String) {
+    http(port, "GET", path, token, "")
+}
+
+/// One HTTP/1.1 request over a fresh loopback connection, as a plain client would send it.
+fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .expect("write");
     let mut response = String::new();
@@ -241,6 +247,43 @@ fn serve_starts_with_demo_data_and_prints_a_working_token() {
     assert_eq!(projects["projects"][0]["publishedVersion"], 1);
     let (status, _) = http_get(port, "/api/v1/projects", "bogus");
     assert_eq!(status, 401);
+
+    // A client of the public RunProject API: run, then poll the status URL it was given.
+    let project = projects["projects"][0]["projectId"]
+        .as_str()
+        .expect("project id");
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("/api/v1/project/{project}/run"),
+        &token,
+        r#"{"inputParams": {"region": "AMER"}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let status_url = created["runStatusUrl"].as_str().expect("runStatusUrl");
+    let prefix = format!("http://127.0.0.1:{port}");
+    let status_path = status_url
+        .strip_prefix(&prefix)
+        .expect("status URL on this server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let final_status = loop {
+        let (code, body) = http_get(port, status_path, &token);
+        assert_eq!(code, 200, "{body}");
+        let run: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let state = run["status"].as_str().unwrap_or_default().to_owned();
+        if ["COMPLETED", "ERRORED", "KILLED"].contains(&state.as_str()) || Instant::now() > deadline
+        {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(final_status["status"], "COMPLETED", "{final_status}");
+    assert!(
+        final_status["cells"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
     drop(server);
 
     // The demo is created once: a second start on the same data keeps it as it is.

@@ -96,8 +96,9 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn open(config: &EmbeddedConfig, clock: Arc<dyn Clock>) -> Result<Embedded, PortError> {
-        let dir_error =
-            |e: std::io::Error| PortError::fatal(format!("cannot create {}: {e}", config.data_dir.display()));
+        let dir_error = |e: std::io::Error| {
+            PortError::fatal(format!("cannot create {}: {e}", config.data_dir.display()))
+        };
         std::fs::create_dir_all(&config.data_dir).map_err(dir_error)?;
         std::fs::create_dir_all(config.warehouse_dir()).map_err(dir_error)?;
         let store = SqliteStore::open(&config.data_dir.join(DB_FILE))?;

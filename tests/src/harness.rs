@@ -96,7 +96,11 @@ impl TestApp {
             .create(id, plan)
             .await
             .expect("create workspace");
-        let warehouse = self.dir.path().join("warehouses").join(demo::DEMO_WAREHOUSE);
+        let warehouse = self
+            .dir
+            .path()
+            .join("warehouses")
+            .join(demo::DEMO_WAREHOUSE);
         if !warehouse.exists() {
             demo::write_warehouse(&warehouse).expect("demo warehouse");
         }

@@ -57,7 +57,11 @@ async fn publish(app: &TestApp, token: &str, project: &str, body: Value) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let r = app
-        .post(&format!("/api/v1/projects/{project}/publish"), token, json!({}))
+        .post(
+            &format!("/api/v1/projects/{project}/publish"),
+            token,
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
@@ -91,7 +95,15 @@ async fn an_api_run_executes_the_app_cells_and_their_upstream_only() {
     w.app.embedded.start_workers();
     let r = w.app.post(&w.runs(), &w.owner, json!({})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    for field in ["projectId", "runId", "runUrl", "runStatusUrl", "traceId", "projectVersion", "notifications"] {
+    for field in [
+        "projectId",
+        "runId",
+        "runUrl",
+        "runStatusUrl",
+        "traceId",
+        "projectVersion",
+        "notifications",
+    ] {
         assert!(!r.body[field].is_null(), "{field} in {}", r.body);
     }
     let run_id = r.body["runId"].as_str().unwrap_or_default();
@@ -102,13 +114,20 @@ async fn an_api_run_executes_the_app_cells_and_their_upstream_only() {
         .as_array()
         .map(|c| c.iter().filter_map(|c| c["cellId"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(ids, ["orders", "context", "summary"], "dependency order, nothing else");
+    assert_eq!(
+        ids,
+        ["orders", "context", "summary"],
+        "dependency order, nothing else"
+    );
     let orders = w.cell(&status, "orders");
     assert_eq!(orders["columns"], json!(["order_id", "amount"]));
     let count = orders["rowCount"].as_u64().unwrap_or(0);
     assert!(count > 0);
     assert_eq!(w.cell(&status, "summary")["rows"][0][0], json!(count));
-    assert_eq!(w.cell(&status, "context")["rows"][0], json!([0, "api-triggered"]));
+    assert_eq!(
+        w.cell(&status, "context")["rows"][0],
+        json!([0, "api-triggered"])
+    );
     assert!(status["elapsedTime"].as_i64().is_some());
     assert!(status["startTime"].is_string() && status["endTime"].is_string());
     let events: Vec<&str> = status["stateEvents"]
@@ -117,38 +136,75 @@ async fn an_api_run_executes_the_app_cells_and_their_upstream_only() {
         .unwrap_or_default();
     assert_eq!(events, ["PENDING", "RUNNING", "COMPLETED"]);
     // API runs do not update published results unless asked.
-    let r = w.app.get(&format!("/api/v1/projects/{}/results", w.project), &w.owner).await;
-    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NO_PUBLISHED_RESULTS"));
+    let r = w
+        .app
+        .get(&format!("/api/v1/projects/{}/results", w.project), &w.owner)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "NO_PUBLISHED_RESULTS")
+    );
 }
 
 #[tokio::test]
 async fn input_params_override_defaults_and_are_validated() {
     let w = world().await;
     w.app.embedded.start_workers();
-    let amer = w.start(&w.owner, json!({"inputParams": {"region": "AMER", "min_amount": 250}})).await;
+    let amer = w
+        .start(
+            &w.owner,
+            json!({"inputParams": {"region": "AMER", "min_amount": 250}}),
+        )
+        .await;
     let status = w.finish(&w.owner, &amer).await;
-    let rows = w.cell(&status, "orders")["rows"].as_array().cloned().unwrap_or_default();
+    let rows = w.cell(&status, "orders")["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r[1].as_f64().unwrap_or(0.0) >= 250.0));
     let cases = [
-        (json!({"inputParams": {"colour": "red"}}), "inputParams.colour"),
-        (json!({"inputParams": {"region": "MARS"}}), "inputParams.region"),
-        (json!({"inputParams": {"min_amount": "lots"}}), "inputParams.min_amount"),
+        (
+            json!({"inputParams": {"colour": "red"}}),
+            "inputParams.colour",
+        ),
+        (
+            json!({"inputParams": {"region": "MARS"}}),
+            "inputParams.region",
+        ),
+        (
+            json!({"inputParams": {"min_amount": "lots"}}),
+            "inputParams.min_amount",
+        ),
     ];
     for (body, field) in cases {
         let r = w.app.post(&w.runs(), &w.owner, body.clone()).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
         assert_eq!(r.code(), "INVALID_INPUT");
         assert_eq!(r.body["error"]["field"], field);
     }
     let r = w
         .app
-        .post(&w.runs(), &w.owner, json!({"inputParams": {"region": "AMER"}, "updatePublishedResults": true}))
+        .post(
+            &w.runs(),
+            &w.owner,
+            json!({"inputParams": {"region": "AMER"}, "updatePublishedResults": true}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let viewer = w.app.token("viewer", "w", WorkspaceRole::Member);
-    w.app.add_member(&w.owner, &w.project, "viewer", "CAN_VIEW").await;
-    let r = w.app.post(&w.runs(), &viewer, json!({"updatePublishedResults": true})).await;
+    w.app
+        .add_member(&w.owner, &w.project, "viewer", "CAN_VIEW")
+        .await;
+    let r = w
+        .app
+        .post(&w.runs(), &viewer, json!({"updatePublishedResults": true}))
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
 }
 
@@ -164,25 +220,43 @@ async fn sql_injection_through_inputs_is_harmless() {
         "app": {"cells": ["orders"]}
     });
     publish(&w.app, &w.owner, &w.project, v).await;
-    let run = w.start(&w.owner, json!({"inputParams": {"region": hostile}})).await;
+    let run = w
+        .start(&w.owner, json!({"inputParams": {"region": hostile}}))
+        .await;
     let status = w.finish(&w.owner, &run).await;
     // Even inside quotes the value is a parameter: the quoted one is the literal text '?1'.
     assert_eq!(status["status"], "COMPLETED", "{status}");
     assert_eq!(w.cell(&status, "orders")["rows"][0][0], json!(0));
     let run = w.start(&w.owner, json!({})).await;
     let status = w.finish(&w.owner, &run).await;
-    let n = w.cell(&status, "orders")["rows"][0][0].as_u64().unwrap_or(0);
+    let n = w.cell(&status, "orders")["rows"][0][0]
+        .as_u64()
+        .unwrap_or(0);
     assert!(n > 0, "the orders table is still there: {status}");
 }
 
 #[tokio::test]
 async fn dry_runs_validate_and_run_nothing() {
     let w = world().await;
-    let r = w.app.post(&w.runs(), &w.owner, json!({"dryRun": true, "inputParams": {"region": "APAC"}})).await;
+    let r = w
+        .app
+        .post(
+            &w.runs(),
+            &w.owner,
+            json!({"dryRun": true, "inputParams": {"region": "APAC"}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["dryRun"], true);
     assert_eq!(r.body["projectVersion"], 1);
-    let r = w.app.post(&w.runs(), &w.owner, json!({"dryRun": true, "inputParams": {"nope": 1}})).await;
+    let r = w
+        .app
+        .post(
+            &w.runs(),
+            &w.owner,
+            json!({"dryRun": true, "inputParams": {"nope": 1}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let list = w.app.get(&w.runs(), &w.owner).await;
     assert_eq!(list.body["runs"], json!([]));
@@ -194,11 +268,21 @@ async fn singular_paths_and_listing_with_filters_and_pages() {
     w.app.embedded.start_workers();
     let r = w
         .app
-        .post(&format!("/api/v1/project/{}/run", w.project), &w.owner, json!({}))
+        .post(
+            &format!("/api/v1/project/{}/run", w.project),
+            &w.owner,
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let first = r.body["runId"].as_str().unwrap_or_default().to_owned();
-    let r = w.app.get(&format!("/api/v1/project/{}/run/{first}", w.project), &w.owner).await;
+    let r = w
+        .app
+        .get(
+            &format!("/api/v1/project/{}/run/{first}", w.project),
+            &w.owner,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     w.finish(&w.owner, &first).await;
     for _ in 0..4 {
@@ -212,12 +296,30 @@ async fn singular_paths_and_listing_with_filters_and_pages() {
     let r2 = w.app.get(&next, &w.owner).await;
     assert_eq!(r2.body["runs"].as_array().map(Vec::len), Some(2));
     assert_ne!(r.body["runs"][0]["runId"], r2.body["runs"][0]["runId"]);
-    let r = w.app.get(&format!("{}?statusFilter=COMPLETED&runTriggerFilter=API&limit=100", w.runs()), &w.owner).await;
+    let r = w
+        .app
+        .get(
+            &format!(
+                "{}?statusFilter=COMPLETED&runTriggerFilter=API&limit=100",
+                w.runs()
+            ),
+            &w.owner,
+        )
+        .await;
     assert_eq!(r.body["runs"].as_array().map(Vec::len), Some(5));
     assert!(r.body.get("nextPage").is_none());
-    let r = w.app.get(&format!("{}?runTriggerFilter=SCHEDULED", w.runs()), &w.owner).await;
+    let r = w
+        .app
+        .get(
+            &format!("{}?runTriggerFilter=SCHEDULED", w.runs()),
+            &w.owner,
+        )
+        .await;
     assert_eq!(r.body["runs"], json!([]));
-    let r = w.app.get(&format!("{}?statusFilter=BOGUS", w.runs()), &w.owner).await;
+    let r = w
+        .app
+        .get(&format!("{}?statusFilter=BOGUS", w.runs()), &w.owner)
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = w.app.get(&format!("{}?limit=0", w.runs()), &w.owner).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -231,14 +333,27 @@ async fn twenty_runs_a_minute_and_sixty_an_hour_per_user() {
         assert_eq!(r.status, StatusCode::CREATED, "run {i}: {:?}", r.body);
     }
     let r = w.app.post(&w.runs(), &w.owner, json!({})).await;
-    assert_eq!((r.status, r.code()), (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"));
-    let retry: i64 = r.headers["retry-after"].to_str().unwrap_or("0").parse().unwrap_or(0);
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
+    );
+    let retry: i64 = r.headers["retry-after"]
+        .to_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
     assert!((1..=60).contains(&retry), "{retry}");
     // Another user has their own budget.
     let other = w.app.token("other", "w", WorkspaceRole::Admin);
-    assert_eq!(w.app.post(&w.runs(), &other, json!({})).await.status, StatusCode::CREATED);
+    assert_eq!(
+        w.app.post(&w.runs(), &other, json!({})).await.status,
+        StatusCode::CREATED
+    );
     // Dry runs run nothing and are not counted.
-    let r = w.app.post(&w.runs(), &w.owner, json!({"dryRun": true})).await;
+    let r = w
+        .app
+        .post(&w.runs(), &w.owner, json!({"dryRun": true}))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     for minute in 1..=2 {
         w.app.clock.advance(Duration::minutes(1));
@@ -266,7 +381,9 @@ async fn cancelling_a_run_interrupts_its_cell_and_ends_it_killed() {
     let w = world().await;
     publish(&w.app, &w.owner, &w.project, slow_version()).await;
     w.app.embedded.start_workers();
-    let run = w.start(&w.owner, json!({"updatePublishedResults": true})).await;
+    let run = w
+        .start(&w.owner, json!({"updatePublishedResults": true}))
+        .await;
     for _ in 0..500 {
         let s = w.app.get(&format!("{}/{run}", w.runs()), &w.owner).await;
         if s.body["status"] == "RUNNING" {
@@ -279,14 +396,26 @@ async fn cancelling_a_run_interrupts_its_cell_and_ends_it_killed() {
     let status = w.finish(&w.owner, &run).await;
     assert_eq!(status["status"], "KILLED");
     // Cancelling again is fine; the slot is free again: a quick run completes.
-    assert_eq!(w.app.delete(&format!("{}/{run}", w.runs()), &w.owner).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        w.app
+            .delete(&format!("{}/{run}", w.runs()), &w.owner)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     publish(&w.app, &w.owner, &w.project, version()).await;
     let quick = w.start(&w.owner, json!({})).await;
     assert_eq!(w.finish(&w.owner, &quick).await["status"], "COMPLETED");
-    let r = w.app.delete(&format!("{}/{quick}", w.runs()), &w.owner).await;
+    let r = w
+        .app
+        .delete(&format!("{}/{quick}", w.runs()), &w.owner)
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "RUN_FINISHED"));
     // A killed run never updates published results.
-    let r = w.app.get(&format!("/api/v1/projects/{}/results", w.project), &w.owner).await;
+    let r = w
+        .app
+        .get(&format!("/api/v1/projects/{}/results", w.project), &w.owner)
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
@@ -295,7 +424,11 @@ async fn a_scheduled_run_fires_completes_and_updates_published_results() {
     let w = world().await;
     let r = w
         .app
-        .post(&format!("/api/v1/projects/{}/schedules", w.project), &w.owner, json!({"cadence": {"kind": "HOURLY", "minute": 0}}))
+        .post(
+            &format!("/api/v1/projects/{}/schedules", w.project),
+            &w.owner,
+            json!({"cadence": {"kind": "HOURLY", "minute": 0}}),
+        )
         .await;
     let schedule = r.body["scheduleId"].as_str().unwrap_or_default().to_owned();
     w.app.embedded.start_workers();
@@ -315,10 +448,16 @@ async fn a_scheduled_run_fires_completes_and_updates_published_results() {
     assert_eq!(status["status"], "COMPLETED", "{status}");
     assert_eq!(status["runTrigger"], "SCHEDULED");
     assert_eq!(status["scheduledFor"], "2026-06-01T01:00:00Z");
-    assert_eq!(w.cell(&status, "context")["rows"][0], json!([1, "scheduled"]));
+    assert_eq!(
+        w.cell(&status, "context")["rows"][0],
+        json!([1, "scheduled"])
+    );
     // An editor's schedule runs fresh queries (and fills the cache).
     assert_eq!(w.cell(&status, "orders")["cacheHit"], false);
-    let r = w.app.get(&format!("/api/v1/projects/{}/results", w.project), &w.owner).await;
+    let r = w
+        .app
+        .get(&format!("/api/v1/projects/{}/results", w.project), &w.owner)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["runId"], run_id.as_str());
     let shown: Vec<&str> = r.body["cells"]
@@ -333,7 +472,9 @@ async fn a_scheduled_run_fires_completes_and_updates_published_results() {
     let api = w.start(&w.owner, json!({})).await;
     let status = w.finish(&w.owner, &api).await;
     assert_eq!(w.cell(&status, "orders")["cacheHit"], true);
-    let fresh = w.start(&w.owner, json!({"useCachedSqlResults": false})).await;
+    let fresh = w
+        .start(&w.owner, json!({"useCachedSqlResults": false}))
+        .await;
     let status = w.finish(&w.owner, &fresh).await;
     assert_eq!(w.cell(&status, "orders")["cacheHit"], false);
 }
@@ -367,8 +508,14 @@ async fn overlap_skip_records_a_skipped_run_and_allow_runs_both() {
     let t1 = scheduled_runs_tests::harness::epoch() + Duration::hours(1);
     let t2 = t1 + Duration::hours(1);
     for id in &ids {
-        dispatch.dispatch_scheduled("w", id, t1).await.expect("dispatch");
-        dispatch.dispatch_scheduled("w", id, t2).await.expect("dispatch");
+        dispatch
+            .dispatch_scheduled("w", id, t1)
+            .await
+            .expect("dispatch");
+        dispatch
+            .dispatch_scheduled("w", id, t2)
+            .await
+            .expect("dispatch");
     }
     let skip_second = stored(&w.app, &Run::scheduled_run_id(&ids[0], t2)).await;
     assert_eq!(skip_second.status, RunStatus::Skipped);
@@ -380,37 +527,81 @@ async fn overlap_skip_records_a_skipped_run_and_allow_runs_both() {
 #[tokio::test]
 async fn the_creators_role_is_read_again_at_dispatch() {
     let w = world().await;
-    w.app.add_member(&w.owner, &w.project, "editor", "CAN_EDIT").await;
+    w.app
+        .add_member(&w.owner, &w.project, "editor", "CAN_EDIT")
+        .await;
     let editor = w.app.token("editor", "w", WorkspaceRole::Member);
     let r = w
         .app
-        .post(&format!("/api/v1/projects/{}/schedules", w.project), &editor, json!({"cadence": {"kind": "DAILY", "hour": 9}}))
+        .post(
+            &format!("/api/v1/projects/{}/schedules", w.project),
+            &editor,
+            json!({"cadence": {"kind": "DAILY", "hour": 9}}),
+        )
         .await;
     let schedule = r.body["scheduleId"].as_str().unwrap_or_default().to_owned();
     let dispatch = w.app.embedded.state.dispatch.clone();
     let t = |h| scheduled_runs_tests::harness::epoch() + Duration::hours(h);
 
-    dispatch.dispatch_scheduled("w", &schedule, t(9)).await.expect("dispatch");
+    dispatch
+        .dispatch_scheduled("w", &schedule, t(9))
+        .await
+        .expect("dispatch");
     let run = stored(&w.app, &Run::scheduled_run_id(&schedule, t(9))).await;
-    assert!(run.update_published_results && !run.use_cached_sql_results, "editor: defaults");
+    assert!(
+        run.update_published_results && !run.use_cached_sql_results,
+        "editor: defaults"
+    );
 
-    w.app.add_member(&w.owner, &w.project, "editor", "CAN_VIEW").await;
-    dispatch.dispatch_scheduled("w", &schedule, t(33)).await.expect("dispatch");
+    w.app
+        .add_member(&w.owner, &w.project, "editor", "CAN_VIEW")
+        .await;
+    dispatch
+        .dispatch_scheduled("w", &schedule, t(33))
+        .await
+        .expect("dispatch");
     let run = stored(&w.app, &Run::scheduled_run_id(&schedule, t(33))).await;
-    assert!(!run.update_published_results && run.use_cached_sql_results, "downgraded: cache, no results");
+    assert!(
+        !run.update_published_results && run.use_cached_sql_results,
+        "downgraded: cache, no results"
+    );
 
-    let r = w.app.delete(&format!("/api/v1/projects/{}/members/editor", w.project), &w.owner).await;
+    let r = w
+        .app
+        .delete(
+            &format!("/api/v1/projects/{}/members/editor", w.project),
+            &w.owner,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    dispatch.dispatch_scheduled("w", &schedule, t(57)).await.expect("dispatch");
+    dispatch
+        .dispatch_scheduled("w", &schedule, t(57))
+        .await
+        .expect("dispatch");
     let run = stored(&w.app, &Run::scheduled_run_id(&schedule, t(57))).await;
     assert_eq!(run.status, RunStatus::Skipped);
-    assert_eq!(run.skip_reason.map(|r| r.as_str()), Some("CREATOR_NO_ACCESS"));
+    assert_eq!(
+        run.skip_reason.map(|r| r.as_str()),
+        Some("CREATOR_NO_ACCESS")
+    );
 
     // Archived projects are skipped too.
-    w.app.post(&format!("/api/v1/projects/{}/archive", w.project), &w.owner, json!({})).await;
-    dispatch.dispatch_scheduled("w", &schedule, t(81)).await.expect("dispatch");
+    w.app
+        .post(
+            &format!("/api/v1/projects/{}/archive", w.project),
+            &w.owner,
+            json!({}),
+        )
+        .await;
+    dispatch
+        .dispatch_scheduled("w", &schedule, t(81))
+        .await
+        .expect("dispatch");
     let run = stored(&w.app, &Run::scheduled_run_id(&schedule, t(81))).await;
-    assert_eq!(run.skip_reason.map(|r| r.as_str()), Some("PROJECT_ARCHIVED"));
+    assert_eq!(
+        run.skip_reason.map(|r| r.as_str()),
+        Some("PROJECT_ARCHIVED")
+    );
 }
 
 #[tokio::test]
@@ -418,20 +609,40 @@ async fn the_version_published_at_dispatch_runs_never_the_draft() {
     let w = world().await;
     let r = w
         .app
-        .post(&format!("/api/v1/projects/{}/schedules", w.project), &w.owner, json!({"cadence": {"kind": "DAILY", "hour": 9}}))
+        .post(
+            &format!("/api/v1/projects/{}/schedules", w.project),
+            &w.owner,
+            json!({"cadence": {"kind": "DAILY", "hour": 9}}),
+        )
         .await;
     let schedule = r.body["scheduleId"].as_str().unwrap_or_default().to_owned();
     // A draft edit that is not published.
-    let r = w.app.put(&format!("/api/v1/projects/{}/draft", w.project), &w.owner, slow_version()).await;
+    let r = w
+        .app
+        .put(
+            &format!("/api/v1/projects/{}/draft", w.project),
+            &w.owner,
+            slow_version(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     w.app.embedded.start_workers();
     let t = scheduled_runs_tests::harness::epoch() + Duration::hours(9);
-    w.app.embedded.state.dispatch.dispatch_scheduled("w", &schedule, t).await.expect("dispatch");
+    w.app
+        .embedded
+        .state
+        .dispatch
+        .dispatch_scheduled("w", &schedule, t)
+        .await
+        .expect("dispatch");
     let run_id = Run::scheduled_run_id(&schedule, t);
     let status = w.finish(&w.owner, &run_id).await;
     assert_eq!(status["projectVersion"], 1);
     assert_eq!(status["status"], "COMPLETED");
-    assert!(!w.cell(&status, "summary").is_null(), "version 1's cells ran");
+    assert!(
+        !w.cell(&status, "summary").is_null(),
+        "version 1's cells ran"
+    );
 }
 
 #[tokio::test]
@@ -439,14 +650,24 @@ async fn older_runs_never_replace_newer_published_results() {
     let w = world().await;
     let r = w
         .app
-        .post(&format!("/api/v1/projects/{}/schedules", w.project), &w.owner, json!({"cadence": {"kind": "HOURLY", "minute": 0}, "overlapPolicy": "ALLOW"}))
+        .post(
+            &format!("/api/v1/projects/{}/schedules", w.project),
+            &w.owner,
+            json!({"cadence": {"kind": "HOURLY", "minute": 0}, "overlapPolicy": "ALLOW"}),
+        )
         .await;
     let schedule = r.body["scheduleId"].as_str().unwrap_or_default().to_owned();
     let dispatch = w.app.embedded.state.dispatch.clone();
     let t = |h| scheduled_runs_tests::harness::epoch() + Duration::hours(h);
     // Dispatch 02:00 and 01:00, execute 02:00 first.
-    dispatch.dispatch_scheduled("w", &schedule, t(2)).await.expect("dispatch");
-    dispatch.dispatch_scheduled("w", &schedule, t(1)).await.expect("dispatch");
+    dispatch
+        .dispatch_scheduled("w", &schedule, t(2))
+        .await
+        .expect("dispatch");
+    dispatch
+        .dispatch_scheduled("w", &schedule, t(1))
+        .await
+        .expect("dispatch");
     let newer = Run::scheduled_run_id(&schedule, t(2));
     let older = Run::scheduled_run_id(&schedule, t(1));
     let executor = w.app.embedded.executor.clone();
@@ -460,10 +681,16 @@ async fn older_runs_never_replace_newer_published_results() {
         executor.execute(&message).await.expect("execute");
         // A second delivery of the same message does nothing.
         let again = executor.execute(&message).await.expect("execute");
-        assert_eq!(again, scheduled_runs::services::executor::ExecuteOutcome::Ignored);
+        assert_eq!(
+            again,
+            scheduled_runs::services::executor::ExecuteOutcome::Ignored
+        );
     }
     assert_eq!(stored(&w.app, &older).await.status, RunStatus::Completed);
-    let r = w.app.get(&format!("/api/v1/projects/{}/results", w.project), &w.owner).await;
+    let r = w
+        .app
+        .get(&format!("/api/v1/projects/{}/results", w.project), &w.owner)
+        .await;
     assert_eq!(r.body["runId"], newer.as_str());
     assert_eq!(r.body["asOf"], "2026-06-01T02:00:00Z");
 }
@@ -493,10 +720,15 @@ async fn each_run_has_a_private_working_directory() {
     publish(&w.app, &w.owner, &w.project, read_only).await;
     let second = w.start(&w.owner, json!({})).await;
     let status = w.finish(&w.owner, &second).await;
-    assert_eq!(status["status"], "ERRORED", "the next run cannot see it: {status}");
+    assert_eq!(
+        status["status"], "ERRORED",
+        "the next run cannot see it: {status}"
+    );
     assert_eq!(status["error"]["cellId"], "read");
     let workdirs = w.app.dir.path().join("run-workdirs");
-    let left: Vec<_> = std::fs::read_dir(&workdirs).map(|d| d.flatten().collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&workdirs)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "working directories are removed: {left:?}");
 }
 
@@ -515,8 +747,14 @@ async fn a_failing_cell_errors_the_run_without_leaking_connection_details() {
     assert_eq!(status["error"]["code"], "CELL_FAILED");
     assert_eq!(status["error"]["cellId"], "bad");
     let text = status.to_string();
-    assert!(text.contains("missing_table"), "the database's message helps the author");
-    assert!(!text.contains(w.app.dir.path().to_string_lossy().as_ref()), "no server paths");
+    assert!(
+        text.contains("missing_table"),
+        "the database's message helps the author"
+    );
+    assert!(
+        !text.contains(w.app.dir.path().to_string_lossy().as_ref()),
+        "no server paths"
+    );
 }
 
 #[tokio::test]
@@ -532,7 +770,10 @@ async fn the_sweeper_times_out_and_recovers_crashed_runs() {
     run.attempt = 1;
     run.start_time = Some(w.app.clock.now());
     run.lease_until = Some(w.app.clock.now() + Duration::seconds(60));
-    store.update_run(&run, guard).await.expect("simulate a start");
+    store
+        .update_run(&run, guard)
+        .await
+        .expect("simulate a start");
     w.app.clock.advance(Duration::seconds(61));
     let report = w.app.embedded.maintenance.sweep().await.expect("sweep");
     assert_eq!(report.requeued, 1);
@@ -557,7 +798,10 @@ async fn the_sweeper_times_out_and_recovers_crashed_runs() {
     run.attempt = 1;
     run.start_time = Some(w.app.clock.now());
     run.lease_until = Some(w.app.clock.now() + Duration::hours(1));
-    store.update_run(&run, guard).await.expect("simulate a start");
+    store
+        .update_run(&run, guard)
+        .await
+        .expect("simulate a start");
     w.app.clock.advance(Duration::minutes(16));
     let report = w.app.embedded.maintenance.sweep().await.expect("sweep");
     assert_eq!(report.timed_out, 1);
@@ -573,12 +817,18 @@ async fn the_sweeper_times_out_and_recovers_crashed_runs() {
     run.attempt = 3;
     run.start_time = Some(w.app.clock.now());
     run.lease_until = Some(w.app.clock.now());
-    store.update_run(&run, guard).await.expect("simulate a third start");
+    store
+        .update_run(&run, guard)
+        .await
+        .expect("simulate a third start");
     w.app.clock.advance(Duration::seconds(1));
     let report = w.app.embedded.maintenance.sweep().await.expect("sweep");
     assert_eq!(report.given_up, 1);
     let ended = stored(&w.app, &crashy).await;
-    assert_eq!(ended.error.map(|e| e.code), Some("EXECUTOR_CRASHED".to_owned()));
+    assert_eq!(
+        ended.error.map(|e| e.code),
+        Some("EXECUTOR_CRASHED".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -588,26 +838,60 @@ async fn runs_expire_after_the_retention_period() {
     let run = w.start(&w.owner, json!({})).await;
     w.finish(&w.owner, &run).await;
     w.app.clock.advance(Duration::days(89));
-    assert_eq!(w.app.get(&format!("{}/{run}", w.runs()), &w.owner).await.status, StatusCode::OK);
+    assert_eq!(
+        w.app
+            .get(&format!("{}/{run}", w.runs()), &w.owner)
+            .await
+            .status,
+        StatusCode::OK
+    );
     w.app.clock.advance(Duration::days(2));
     // Reads filter expired runs even before the purge.
     let r = w.app.get(&format!("{}/{run}", w.runs()), &w.owner).await;
-    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "RUN_NOT_FOUND"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "RUN_NOT_FOUND")
+    );
     assert_eq!(w.app.get(&w.runs(), &w.owner).await.body["runs"], json!([]));
-    let purged = w.app.embedded.maintenance.purge_expired().await.expect("purge");
+    let purged = w
+        .app
+        .embedded
+        .maintenance
+        .purge_expired()
+        .await
+        .expect("purge");
     assert_eq!(purged, 1);
-    assert!(w.app.embedded.store.get_run("w", &run).await.expect("store").is_none());
+    assert!(
+        w.app
+            .embedded
+            .store
+            .get_run("w", &run)
+            .await
+            .expect("store")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn auto_archive_archives_idle_projects_and_stops_their_schedules() {
     let w = world().await;
     let admin = w.app.token("boss", "w", WorkspaceRole::Admin);
-    let r = w.app.put("/api/v1/admin/auto-archive", &admin, json!({"afterDays": 30})).await;
+    let r = w
+        .app
+        .put(
+            "/api/v1/admin/auto-archive",
+            &admin,
+            json!({"afterDays": 30}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let r = w
         .app
-        .post(&format!("/api/v1/projects/{}/schedules", w.project), &w.owner, json!({"cadence": {"kind": "DAILY", "hour": 6}}))
+        .post(
+            &format!("/api/v1/projects/{}/schedules", w.project),
+            &w.owner,
+            json!({"cadence": {"kind": "DAILY", "hour": 6}}),
+        )
         .await;
     let schedule = r.body["scheduleId"].as_str().unwrap_or_default().to_owned();
     let busy = w.app.published_project(&w.owner).await;
@@ -618,15 +902,36 @@ async fn auto_archive_archives_idle_projects_and_stops_their_schedules() {
         w.app.clock.advance(Duration::days(1));
         if day % 10 == 0 {
             // Someone keeps working on the other project.
-            w.app.put(&format!("/api/v1/projects/{busy}/draft"), &w.owner, scheduled_runs_tests::harness::sample_version()).await;
+            w.app
+                .put(
+                    &format!("/api/v1/projects/{busy}/draft"),
+                    &w.owner,
+                    scheduled_runs_tests::harness::sample_version(),
+                )
+                .await;
         }
         tokio::time::sleep(StdDuration::from_millis(5)).await;
     }
-    let archived = w.app.embedded.maintenance.auto_archive().await.expect("auto-archive");
+    let archived = w
+        .app
+        .embedded
+        .maintenance
+        .auto_archive()
+        .await
+        .expect("auto-archive");
     assert_eq!(archived, vec![w.project.clone()]);
-    let r = w.app.get(&format!("/api/v1/projects/{}", w.project), &w.owner).await;
+    let r = w
+        .app
+        .get(&format!("/api/v1/projects/{}", w.project), &w.owner)
+        .await;
     assert_eq!(r.body["archived"], true);
-    assert!(w.app.embedded.timer.next_fire(&schedule).is_none(), "its schedules stopped");
-    let r = w.app.get(&format!("/api/v1/projects/{busy}"), &w.owner).await;
+    assert!(
+        w.app.embedded.timer.next_fire(&schedule).is_none(),
+        "its schedules stopped"
+    );
+    let r = w
+        .app
+        .get(&format!("/api/v1/projects/{busy}"), &w.owner)
+        .await;
     assert_eq!(r.body["archived"], false);
 }

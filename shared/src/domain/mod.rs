@@ -2,10 +2,10 @@
 //! plain values, so it is tested exhaustively without any adapter.
 
 pub mod cadence;
+pub mod cells;
 pub mod cron;
 pub mod fire_times;
+pub mod inputs;
 pub mod model;
 pub mod policy;
-pub mod cells;
-pub mod inputs;
 pub mod template;

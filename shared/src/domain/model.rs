@@ -513,7 +513,9 @@ impl ConnectionConfig {
 impl std::fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectionConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            ConnectionConfig::Sqlite { path } => {
+                f.debug_struct("Sqlite").field("path", path).finish()
+            }
             ConnectionConfig::Postgres { .. } => f.write_str("Postgres { .. }"),
         }
     }

@@ -10,7 +10,10 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJsonOrDefault, ApiPath, ApiQuery, Authenticated};
-use super::views::{DryRunResponse, ResultsResponse, RunCreatedResponse, RunListResponse, RunStatusResponse, RunSummary};
+use super::views::{
+    DryRunResponse, ResultsResponse, RunCreatedResponse, RunListResponse, RunStatusResponse,
+    RunSummary,
+};
 use crate::domain::model::{RunStatus, RunTrigger};
 use crate::ports::RunFilter;
 use crate::services::runs::{RunRequest, Started};
@@ -96,13 +99,20 @@ pub async fn list(
     let trigger = match query.run_trigger_filter.as_deref() {
         None | Some("" | "ALL") => None,
         Some(t) => Some(RunTrigger::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!("unknown runTriggerFilter {t:?}")).with_field("runTriggerFilter")
+            ApiError::bad_request(format!("unknown runTriggerFilter {t:?}"))
+                .with_field("runTriggerFilter")
         })?),
     };
     // One more than asked tells whether a next page exists.
     let mut runs = state
         .runs
-        .list(&caller, &project_id, &RunFilter { status, trigger }, offset, limit + 1)
+        .list(
+            &caller,
+            &project_id,
+            &RunFilter { status, trigger },
+            offset,
+            limit + 1,
+        )
         .await?;
     let more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
@@ -147,5 +157,11 @@ pub async fn results(
     Authenticated(caller): Authenticated,
     ApiPath(project_id): ApiPath<String>,
 ) -> Result<Json<ResultsResponse>> {
-    Ok(Json(state.runs.published_results(&caller, &project_id).await?.into()))
+    Ok(Json(
+        state
+            .runs
+            .published_results(&caller, &project_id)
+            .await?
+            .into(),
+    ))
 }

@@ -5,8 +5,10 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::PortError;
-use crate::domain::model::Schedule;
+use chrono::{DateTime, Utc};
+
+use super::{Page, PageRequest, PortError};
+use crate::domain::model::{Run, RunStatus, RunTrigger, Schedule};
 
 #[async_trait]
 pub trait TriggerBackend: Send + Sync {
@@ -15,6 +17,25 @@ pub trait TriggerBackend: Send + Sync {
     async fn put_trigger(&self, schedule: &Schedule, active: bool) -> Result<(), PortError>;
     /// Removes the trigger; removing a missing trigger succeeds.
     async fn delete_trigger(&self, schedule: &Schedule) -> Result<(), PortError>;
+    /// Every trigger the backend holds, firing or not, in a stable order (the operator's
+    /// `reconcile` compares them with the store). `InvalidCursor` for a cursor it did not
+    /// issue; pages may hold fewer than `limit` items before the last one.
+    async fn list_triggers(&self, page: &PageRequest) -> Result<Page<TriggerState>, PortError>;
+}
+
+/// One trigger as the backend holds it, in the terms `reconcile` compares with the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerState {
+    pub workspace_id: String,
+    pub schedule_id: String,
+    /// Whether the trigger fires; a disabled trigger (schedule disabled or project
+    /// archived) still exists and is listed.
+    pub active: bool,
+    /// The EventBridge Scheduler expression it fires on, e.g. `cron(30 8 ? * MON-FRI *)`
+    /// (`FireSpec::eventbridge_expression`, also for the local timer).
+    pub expression: String,
+    /// The IANA timezone the expression is evaluated in.
+    pub timezone: String,
 }
 
 /// What travels from dispatch to the executor: enough to find the run, nothing secret.
@@ -30,4 +51,41 @@ pub struct RunMessage {
 #[async_trait]
 pub trait RunQueue: Send + Sync {
     async fn enqueue(&self, message: &RunMessage) -> Result<(), PortError>;
+}
+
+/// What every finished run announces (SPEC §7): other subscribers filter on the message
+/// attributes `workspaceId`, `projectId`, `scheduleId`, `status` and `trigger`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunEvent {
+    pub workspace_id: String,
+    pub project_id: String,
+    pub schedule_id: Option<String>,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub trigger: RunTrigger,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub project_version: Option<u32>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl RunEvent {
+    pub fn of(run: &Run) -> RunEvent {
+        RunEvent {
+            workspace_id: run.workspace_id.clone(),
+            project_id: run.project_id.clone(),
+            schedule_id: run.schedule_id.clone(),
+            run_id: run.run_id.clone(),
+            status: run.status,
+            trigger: run.run_trigger,
+            scheduled_for: run.scheduled_for,
+            project_version: run.project_version,
+            ended_at: run.end_time,
+        }
+    }
+}
+
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    async fn publish(&self, event: &RunEvent) -> Result<(), PortError>;
 }

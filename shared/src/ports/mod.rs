@@ -12,9 +12,11 @@ mod store;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{LimitKind, PortError};
-pub use sql::{BoundSql, ConnectorFactory, Dialect, QueryError, QueryOutput, SqlConnector, SqlValue};
+pub use messaging::{EventPublisher, RunEvent, RunMessage, RunQueue, TriggerBackend, TriggerState};
 pub use secrets::SecretBox;
-pub use messaging::{RunMessage, RunQueue, TriggerBackend};
+pub use sql::{
+    BoundSql, ConnectorFactory, Dialect, QueryError, QueryOutput, SqlConnector, SqlValue,
+};
 pub use store::{
     ConnectionStore, Page, PageRequest, ProjectStore, RateLimitStore, ResultsStore, RunCreated,
     RunFilter, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore,

@@ -6,9 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::PortError;
 use crate::domain::model::{
-    CachedResult, Connection, Member, Plan, Project, ProjectRole, ProjectVersion,
-    PublishedResults, Run, RunGuard, RunStatus, RunTrigger, Schedule, User, VersionBody,
-    Workspace,
+    CachedResult, Connection, Member, Plan, Project, ProjectRole, ProjectVersion, PublishedResults,
+    Run, RunGuard, RunStatus, RunTrigger, Schedule, User, VersionBody, Workspace,
 };
 
 /// A page of a list: at most `limit` items after the opaque `cursor`.

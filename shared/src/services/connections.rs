@@ -23,9 +23,14 @@ fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
 fn validate(name: &str, config: &ConnectionConfig) -> Result<(), ServiceError> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !name_ok {
-        return Err(invalid("name", "connection names are 1 to 64 letters, digits, '_' or '-'"));
+        return Err(invalid(
+            "name",
+            "connection names are 1 to 64 letters, digits, '_' or '-'",
+        ));
     }
     match config {
         ConnectionConfig::Sqlite { path } => {
@@ -91,6 +96,9 @@ impl ConnectionService {
 
     pub async fn list(&self, caller: &Caller) -> Result<Vec<Connection>, ServiceError> {
         policy::require_admin(caller)?;
-        Ok(self.connections.list_connections(&caller.workspace_id).await?)
+        Ok(self
+            .connections
+            .list_connections(&caller.workspace_id)
+            .await?)
     }
 }

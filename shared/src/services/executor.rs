@@ -162,9 +162,16 @@ impl ExecutorService {
         }
     }
 
-    async fn run_with_workdir(&self, run: Run, workdir: &Path) -> Result<ExecuteOutcome, ServiceError> {
+    async fn run_with_workdir(
+        &self,
+        run: Run,
+        workdir: &Path,
+    ) -> Result<ExecuteOutcome, ServiceError> {
         if let Err(e) = tokio::fs::create_dir_all(workdir).await {
-            return Err(PortError::unavailable(format!("cannot create the run's working directory: {e}")).into());
+            return Err(PortError::unavailable(format!(
+                "cannot create the run's working directory: {e}"
+            ))
+            .into());
         }
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(watch(
@@ -284,15 +291,31 @@ impl ExecutorService {
             })
         };
         let version = match run.project_version {
-            Some(v) => self.projects.get_version(&run.workspace_id, &run.project_id, v).await,
+            Some(v) => {
+                self.projects
+                    .get_version(&run.workspace_id, &run.project_id, v)
+                    .await
+            }
             None => Ok(None),
         };
         let body = match version {
             Ok(Some(v)) => v.body,
             Ok(None) => {
-                return (results, fail("VERSION_MISSING", "the pinned project version does not exist".into(), None));
+                return (
+                    results,
+                    fail(
+                        "VERSION_MISSING",
+                        "the pinned project version does not exist".into(),
+                        None,
+                    ),
+                );
             }
-            Err(e) => return (results, fail("BACKEND", self.backend_message(&run.run_id, &e), None)),
+            Err(e) => {
+                return (
+                    results,
+                    fail("BACKEND", self.backend_message(&run.run_id, &e), None),
+                );
+            }
         };
         let plan = match cells::execution_plan(&body) {
             Ok(plan) => plan,
@@ -303,10 +326,15 @@ impl ExecutorService {
             Err(e) => return (results, fail("INVALID_INPUT", e.message, None)),
         };
         let scheduled = matches!(run.run_trigger, RunTrigger::Scheduled | RunTrigger::Manual);
-        let context_name = if scheduled { "scheduled" } else { "api-triggered" };
+        let context_name = if scheduled {
+            "scheduled"
+        } else {
+            "api-triggered"
+        };
         let mut views: HashMap<String, CellView> = HashMap::new();
         let mut connectors: HashMap<String, Box<dyn SqlConnector>> = HashMap::new();
-        let deadline = run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
+        let deadline =
+            run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
         for cell_id in plan {
             let Some(cell) = body.cells.iter().find(|c| c.id == cell_id) else {
                 continue;
@@ -328,7 +356,10 @@ impl ExecutorService {
                     }
                     Err(message) => {
                         results.push(errored_cell(&cell.id, message.clone(), started));
-                        return (results, fail("CONNECTION_FAILED", message, Some(cell.id.clone())));
+                        return (
+                            results,
+                            fail("CONNECTION_FAILED", message, Some(cell.id.clone())),
+                        );
                     }
                 }
             }
@@ -339,12 +370,23 @@ impl ExecutorService {
                 Ok(bound) => bound,
                 Err(e) => {
                     results.push(errored_cell(&cell.id, e.to_string(), started));
-                    return (results, fail("CELL_FAILED", format!("cell {}: {e}", cell.id), Some(cell.id.clone())));
+                    return (
+                        results,
+                        fail(
+                            "CELL_FAILED",
+                            format!("cell {}: {e}", cell.id),
+                            Some(cell.id.clone()),
+                        ),
+                    );
                 }
             };
             let key = template::cache_key(&cell.connection, &bound);
             let cached = if run.use_cached_sql_results {
-                match self.cache.get_cached(&run.workspace_id, &key, self.clock.now()).await {
+                match self
+                    .cache
+                    .get_cached(&run.workspace_id, &key, self.clock.now())
+                    .await
+                {
                     Ok(hit) => hit,
                     Err(e) => {
                         tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e,
@@ -357,15 +399,26 @@ impl ExecutorService {
             };
             let (output, cache_hit) = match cached {
                 Some(hit) => ((hit.columns, hit.rows, hit.row_count), true),
-                None => match connector.query(&bound, self.settings.max_rows, cancel).await {
+                None => match connector
+                    .query(&bound, self.settings.max_rows, cancel)
+                    .await
+                {
                     Ok(out) => {
-                        self.write_cache(run, key, &out.columns, &out.rows, out.row_count).await;
+                        self.write_cache(run, key, &out.columns, &out.rows, out.row_count)
+                            .await;
                         ((out.columns, out.rows, out.row_count), false)
                     }
                     Err(QueryError::Cancelled) => return (results, Ending::Interrupted),
                     Err(e) => {
                         results.push(errored_cell(&cell.id, e.to_string(), started));
-                        return (results, fail("CELL_FAILED", format!("cell {}: {e}", cell.id), Some(cell.id.clone())));
+                        return (
+                            results,
+                            fail(
+                                "CELL_FAILED",
+                                format!("cell {}: {e}", cell.id),
+                                Some(cell.id.clone()),
+                            ),
+                        );
                     }
                 },
             };
@@ -400,9 +453,17 @@ impl ExecutorService {
         name: &str,
         workdir: &Path,
     ) -> Result<Box<dyn SqlConnector>, String> {
-        let stored = match self.connections.get_connection(&run.workspace_id, name).await {
+        let stored = match self
+            .connections
+            .get_connection(&run.workspace_id, name)
+            .await
+        {
             Ok(Some(c)) => c,
-            Ok(None) => return Err(format!("the workspace has no data connection named {name:?}")),
+            Ok(None) => {
+                return Err(format!(
+                    "the workspace has no data connection named {name:?}"
+                ));
+            }
             Err(e) => return Err(self.backend_message(&run.run_id, &e)),
         };
         let config: Option<ConnectionConfig> = self
@@ -413,7 +474,9 @@ impl ExecutorService {
         let Some(config) = config else {
             tracing::error!(run_id = %run.run_id, schedule_id = ?run.schedule_id, connection = name,
                 "a stored connection could not be unsealed");
-            return Err(format!("the configuration of connection {name:?} could not be read"));
+            return Err(format!(
+                "the configuration of connection {name:?} could not be read"
+            ));
         };
         self.connectors
             .open(&config, workdir)
@@ -421,7 +484,14 @@ impl ExecutorService {
             .map_err(|e| format!("connection {name:?}: {e}"))
     }
 
-    async fn write_cache(&self, run: &Run, key: String, columns: &[String], rows: &[Vec<serde_json::Value>], row_count: u64) {
+    async fn write_cache(
+        &self,
+        run: &Run,
+        key: String,
+        columns: &[String],
+        rows: &[Vec<serde_json::Value>],
+        row_count: u64,
+    ) {
         let now = self.clock.now();
         let entry = CachedResult {
             workspace_id: run.workspace_id.clone(),

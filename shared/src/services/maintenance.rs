@@ -92,8 +92,7 @@ impl MaintenanceService {
             && run
                 .start_time
                 .is_some_and(|s| now >= s + self.settings.run_timeout);
-        let crashed = run.status == RunStatus::Running
-            && run.lease_until.is_none_or(|l| l <= now);
+        let crashed = run.status == RunStatus::Running && run.lease_until.is_none_or(|l| l <= now);
         if timed_out || (crashed && run.attempt >= self.settings.max_attempts) {
             let (code, message) = if timed_out {
                 (
@@ -106,7 +105,10 @@ impl MaintenanceService {
             } else {
                 (
                     "EXECUTOR_CRASHED",
-                    format!("the run was started {} times without finishing", run.attempt),
+                    format!(
+                        "the run was started {} times without finishing",
+                        run.attempt
+                    ),
                 )
             };
             let guard = run.guard();

@@ -8,6 +8,7 @@ mod error;
 pub mod executor;
 pub mod maintenance;
 pub mod projects;
+pub mod reconcile;
 pub mod runs;
 pub mod schedules;
 pub mod workspaces;

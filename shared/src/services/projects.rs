@@ -258,8 +258,13 @@ impl ProjectService {
         project_id: &str,
         user_id: &str,
     ) -> Result<(), ServiceError> {
-        ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::FullAccess)
-            .await?;
+        ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::FullAccess,
+        )
+        .await?;
         self.projects
             .remove_member(&caller.workspace_id, project_id, user_id)
             .await

@@ -81,9 +81,13 @@ impl RunService {
         project_id: &str,
         request: RunRequest,
     ) -> Result<Started, ServiceError> {
-        let access =
-            ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::CanView)
-                .await?;
+        let access = ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::CanView,
+        )
+        .await?;
         if request.update_published_results && access.role < ProjectRole::CanEdit {
             return Err(Denied::Forbidden {
                 message: "updating published results needs the CAN_EDIT role".into(),
@@ -114,9 +118,8 @@ impl RunService {
             .get_version(&caller.workspace_id, project_id, version_number)
             .await?
             .ok_or_else(|| ServiceError::not_found("version"))?;
-        inputs::resolve_inputs(&version.body.inputs, request.input_params.as_ref()).map_err(
-            |e| ServiceError::invalid("INVALID_INPUT", format!("inputParams.{}", e.field), e.message),
-        )?;
+        inputs::resolve_inputs(&version.body.inputs, request.input_params.as_ref())
+            .map_err(|e| ServiceError::invalid("INVALID_INPUT", e.field, e.message))?;
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         if request.dry_run {
             return Ok(Started::DryRun {
@@ -174,9 +177,10 @@ impl RunService {
     /// Counts the request against the caller's minute and hour windows.
     async fn check_rate(&self, caller: &Caller) -> Result<(), ServiceError> {
         let now = self.clock.now();
+        // The minute first: a request it refuses must not use up the hour's budget.
         for (name, window, limit) in [
-            ("h", Duration::hours(1), self.limits.per_hour),
             ("m", Duration::minutes(1), self.limits.per_minute),
+            ("h", Duration::hours(1), self.limits.per_hour),
         ] {
             let start = window_start(now, window);
             let key = format!("runs/{}/{}/{name}", caller.workspace_id, caller.user_id);
@@ -200,12 +204,22 @@ impl RunService {
         project_id: &str,
         run_id: &str,
     ) -> Result<Run, ServiceError> {
-        ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::CanView)
-            .await?;
+        ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::CanView,
+        )
+        .await?;
         self.load(caller, project_id, run_id).await
     }
 
-    async fn load(&self, caller: &Caller, project_id: &str, run_id: &str) -> Result<Run, ServiceError> {
+    async fn load(
+        &self,
+        caller: &Caller,
+        project_id: &str,
+        run_id: &str,
+    ) -> Result<Run, ServiceError> {
         let now = self.clock.now();
         self.runs
             .get_run(&caller.workspace_id, run_id)
@@ -225,8 +239,13 @@ impl RunService {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<Run>, ServiceError> {
-        ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::CanView)
-            .await?;
+        ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::CanView,
+        )
+        .await?;
         Ok(self
             .runs
             .list_project_runs(
@@ -248,9 +267,13 @@ impl RunService {
         project_id: &str,
         run_id: &str,
     ) -> Result<(), ServiceError> {
-        let access =
-            ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::CanView)
-                .await?;
+        let access = ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::CanView,
+        )
+        .await?;
         loop {
             let run = self.load(caller, project_id, run_id).await?;
             if access.role < ProjectRole::CanEdit && run.created_by != caller.user_id {
@@ -303,8 +326,13 @@ impl RunService {
         caller: &Caller,
         project_id: &str,
     ) -> Result<PublishedResults, ServiceError> {
-        ProjectAccess::load(self.projects.as_ref(), caller, project_id, ProjectRole::CanView)
-            .await?;
+        ProjectAccess::load(
+            self.projects.as_ref(),
+            caller,
+            project_id,
+            ProjectRole::CanView,
+        )
+        .await?;
         self.results
             .get_results(&caller.workspace_id, project_id)
             .await?

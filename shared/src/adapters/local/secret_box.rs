@@ -35,18 +35,27 @@ impl LocalSecretBox {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| PortError::fatal(e.to_string()))?;
                 let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                crate::embedded::write_private(path, &hex)
-                    .map_err(|e| PortError::fatal(format!("cannot write {}: {e}", path.display())))?;
+                crate::embedded::write_private(path, &hex).map_err(|e| {
+                    PortError::fatal(format!("cannot write {}: {e}", path.display()))
+                })?;
                 hex
             }
-            Err(e) => return Err(PortError::fatal(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(PortError::fatal(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
         };
-        Self::new(&decode_hex(&hex).ok_or_else(|| PortError::fatal("the sealing key file is not 64 hex digits"))?)
+        Self::new(
+            &decode_hex(&hex)
+                .ok_or_else(|| PortError::fatal("the sealing key file is not 64 hex digits"))?,
+        )
     }
 }
 
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -90,7 +99,11 @@ mod tests {
         let b = LocalSecretBox::new(&[7u8; 32]).expect("key");
         let sealed = b.seal(b"postgres://u:hunter2@db/x").expect("seal");
         assert!(!sealed.contains("hunter2"));
-        assert_ne!(sealed, b.seal(b"postgres://u:hunter2@db/x").expect("seal"), "random nonce");
+        assert_ne!(
+            sealed,
+            b.seal(b"postgres://u:hunter2@db/x").expect("seal"),
+            "random nonce"
+        );
         assert_eq!(b.open(&sealed).expect("open"), b"postgres://u:hunter2@db/x");
     }
 

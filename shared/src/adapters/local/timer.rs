@@ -10,7 +10,7 @@
 //! that fell due while the process was down (within the catch-up window).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -20,7 +20,9 @@ use tokio::sync::{Notify, Semaphore};
 use crate::domain::cadence::parse_timezone;
 use crate::domain::fire_times::FireSpec;
 use crate::domain::model::Schedule;
-use crate::ports::{Clock, PageRequest, PortError, RunStore, ScheduleStore, TriggerBackend};
+use crate::ports::{
+    Clock, Page, PageRequest, PortError, RunStore, ScheduleStore, TriggerBackend, TriggerState,
+};
 use crate::services::dispatch::DispatchService;
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +66,9 @@ struct State {
     /// (wake-up time, generation, schedule id), earliest first.
     heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, String)>>,
     generation: u64,
+    /// Every trigger as last put, firing or not, by schedule id (what `list_triggers`
+    /// reports; `entries` holds only those that still have a fire ahead).
+    triggers: BTreeMap<String, TriggerState>,
 }
 
 struct Due {
@@ -123,8 +128,14 @@ impl LocalTimer {
             let batch = schedules.list_all_schedules(&page).await?;
             for (schedule, active) in &batch.items {
                 if !active {
+                    match trigger_state(schedule, false) {
+                        Ok(trigger) => self.register(trigger),
+                        Err(e) => tracing::warn!(schedule_id = %schedule.schedule_id,
+                            error = %e, "disabled schedule not registered; reconcile reports it"),
+                    }
                     continue;
                 }
+                self.register(trigger_state(schedule, true)?);
                 let resume = last_fires
                     .get(&schedule.schedule_id)
                     .map_or(schedule.updated_at, |t| (*t).max(schedule.updated_at))
@@ -192,6 +203,12 @@ impl LocalTimer {
 
     fn remove(&self, schedule_id: &str) {
         self.state().entries.remove(schedule_id);
+    }
+
+    fn register(&self, trigger: TriggerState) {
+        self.state()
+            .triggers
+            .insert(trigger.schedule_id.clone(), trigger);
     }
 
     /// Pops every fire due at `now`; returns them and the next wake-up time.
@@ -304,17 +321,55 @@ impl LocalTimer {
 #[async_trait]
 impl TriggerBackend for LocalTimer {
     async fn put_trigger(&self, schedule: &Schedule, active: bool) -> Result<(), PortError> {
+        let trigger = trigger_state(schedule, active)?;
         if active {
             self.insert(schedule, self.inner.clock.now())?;
         } else {
             self.remove(&schedule.schedule_id);
         }
+        self.register(trigger);
         self.inner.wake.notify_one();
         Ok(())
     }
 
     async fn delete_trigger(&self, schedule: &Schedule) -> Result<(), PortError> {
-        self.remove(&schedule.schedule_id);
+        let mut state = self.state();
+        state.entries.remove(&schedule.schedule_id);
+        state.triggers.remove(&schedule.schedule_id);
         Ok(())
     }
+
+    /// Ordered by schedule id; the cursor is the last id of the previous page.
+    async fn list_triggers(&self, page: &PageRequest) -> Result<Page<TriggerState>, PortError> {
+        use std::ops::Bound;
+        let limit = page.limit.max(1) as usize;
+        let state = self.state();
+        let after = match &page.cursor {
+            Some(id) => Bound::Excluded(id.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut rest = state.triggers.range((after, Bound::Unbounded));
+        let items: Vec<TriggerState> = rest.by_ref().take(limit).map(|(_, t)| t.clone()).collect();
+        let next_cursor = match rest.next() {
+            Some(_) => items.last().map(|t| t.schedule_id.clone()),
+            None => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// The trigger `put_trigger(schedule, active)` leaves behind, in the terms EventBridge
+/// Scheduler would hold it.
+fn trigger_state(schedule: &Schedule, active: bool) -> Result<TriggerState, PortError> {
+    let spec = schedule
+        .cadence
+        .compile()
+        .map_err(|e| PortError::fatal(format!("stored cadence no longer compiles: {e}")))?;
+    Ok(TriggerState {
+        workspace_id: schedule.workspace_id.clone(),
+        schedule_id: schedule.schedule_id.clone(),
+        active,
+        expression: spec.eventbridge_expression(),
+        timezone: schedule.timezone.clone(),
+    })
 }
