@@ -752,6 +752,40 @@ async fn publishing_validates_the_version() {
         (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_VERSION")
     );
     assert_eq!(r.body["error"]["field"], "app.cells[0]");
+    let cases = [
+        (
+            json!({"cells": [{"id": "a", "type": "SQL", "connection": "nowhere", "sql": "select 1"}], "app": {"cells": ["a"]}}),
+            "unknown connection",
+        ),
+        (
+            json!({"cells": [
+                {"id": "a", "type": "SQL", "connection": "warehouse", "sql": "select {{ cells.b.value }}"},
+                {"id": "b", "type": "SQL", "connection": "warehouse", "sql": "select {{ cells.a.value }}"}
+            ], "app": {"cells": ["a"]}}),
+            "cycle",
+        ),
+        (
+            json!({"cells": [{"id": "a", "type": "SQL", "connection": "warehouse", "sql": "select {{ cells.zz.value }}"}], "app": {"cells": ["a"]}}),
+            "unknown cell",
+        ),
+        (
+            json!({"cells": [{"id": "a", "type": "SQL", "connection": "warehouse", "sql": "select {{ oops"}], "app": {"cells": ["a"]}}),
+            "template syntax",
+        ),
+    ];
+    for (body, what) in cases {
+        assert_eq!(
+            s.app.put(&draft, &s.owner, body).await.status,
+            StatusCode::OK
+        );
+        let r = s.app.post(&publish, &s.owner, json!({})).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_VERSION"),
+            "{what}: {:?}",
+            r.body
+        );
+    }
     let good = scheduled_runs_tests::harness::sample_version();
     assert_eq!(
         s.app.put(&draft, &s.owner, good).await.status,

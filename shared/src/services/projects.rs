@@ -2,6 +2,7 @@
 //! Archiving reaches into schedules because an archived project's triggers must stop
 //! (and unarchiving restores those that were enabled).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::domain::model::{Caller, Member, Project, ProjectRole, ProjectVersion, VersionBody};
@@ -206,7 +207,15 @@ impl ProjectService {
             .get_draft(&caller.workspace_id, project_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("draft"))?;
-        validate_version(&draft)?;
+        let connections: HashSet<String> = self
+            .connections
+            .list_connections(&caller.workspace_id)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        crate::domain::cells::validate_version(&draft, &|name| connections.contains(name))
+            .map_err(|e| ServiceError::invalid("INVALID_VERSION", e.field, e.message))?;
         let now = self.clock.now();
         let version = self
             .projects
@@ -331,12 +340,4 @@ pub async fn sync_project_triggers(
             None => return Ok(()),
         }
     }
-}
-
-/// Structural checks of a version before it may be published; the rules live in the
-/// domain (`domain::cells::validate_version`). Connections are not checked here: a caller
-/// that knows the workspace's connections calls the domain function with them.
-pub fn validate_version(body: &VersionBody) -> Result<(), ServiceError> {
-    crate::domain::cells::validate_version(body, &|_| true)
-        .map_err(|e| ServiceError::invalid("INVALID_VERSION", e.field, e.message))
 }

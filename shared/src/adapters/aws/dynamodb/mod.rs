@@ -31,6 +31,9 @@ mod workspaces;
 
 use aws_sdk_dynamodb::Client;
 
+/// The SDK this adapter is built on, for callers that construct its client (binaries,
+/// tests) without depending on the crate themselves.
+pub use aws_sdk_dynamodb as sdk;
 pub use table::create_table;
 
 /// The DynamoDB store. Cheap to clone: clones share the SDK client (and its connection
