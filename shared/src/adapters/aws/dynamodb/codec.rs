@@ -425,12 +425,14 @@ impl DynamoStore {
         let filtered = !listing.filter.is_empty();
         loop {
             let remaining = want - out.len();
-            // A filter may drop most of what a page reads, so read ahead when filtering.
+            // A filter may drop most of what a page reads, so read ahead when filtering;
+            // long walks go in requests of at most MAX_PAGE items.
             let limit = if filtered {
                 remaining.max(100)
             } else {
                 remaining
-            };
+            }
+            .min(MAX_PAGE as usize);
             let mut query = self
                 .client
                 .query()
@@ -439,7 +441,7 @@ impl DynamoStore {
                 .key_condition_expression(&condition)
                 .expression_attribute_names("#kp", index.pk)
                 .scan_index_forward(listing.forward)
-                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .limit(i32::try_from(limit).unwrap_or(1000))
                 .set_exclusive_start_key(start.take())
                 // Only the base table offers consistent reads; indexes are eventually
                 // consistent (see docs/dynamodb.md).
