@@ -36,6 +36,27 @@ enum Command {
     Workspace(WorkspaceCommand),
     /// Print a JWT the local server accepts.
     Token(TokenArgs),
+    /// Find and repair drift between stored schedules and their triggers.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// The embedded SQLite store (its in-process scheduler reloads from the store at start).
+    Sqlite,
+    /// DynamoDB and EventBridge Scheduler, configured by the AWS deployment's environment
+    /// (SCHEDULED_RUNS_TABLE, SCHEDULED_RUNS_SCHEDULE_GROUP_PREFIX, … and AWS_* settings).
+    Dynamodb,
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    /// Which deployment's store to reconcile.
+    #[arg(long, value_enum)]
+    store: StoreKind,
+    /// Report the drift without repairing it.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -273,6 +294,23 @@ fn token(args: TokenArgs) -> Result<()> {
     Ok(())
 }
 
+async fn reconcile(args: ReconcileArgs) -> Result<()> {
+    if args.store == StoreKind::Sqlite {
+        println!(
+            "nothing to reconcile: the embedded deployment's scheduler loads every schedule from the store when it starts"
+        );
+        return Ok(());
+    }
+    let settings = scheduled_runs::aws_deployment::AwsSettings::from_env()?;
+    let aws = scheduled_runs::aws_deployment::Aws::load(settings).await;
+    let report = aws.reconcile()?.reconcile(args.dry_run).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.failed.is_empty() {
+        bail!("{} repairs failed", report.failed.len());
+    }
+    Ok(())
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -295,6 +333,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Workspace(command) => workspace(command).await,
         Command::Token(args) => token(args),
+        Command::Reconcile(args) => reconcile(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -40,6 +40,7 @@ fn every_command_has_help() {
         vec!["workspace", "create", "--help"],
         vec!["workspace", "set-plan", "--help"],
         vec!["token", "--help"],
+        vec!["reconcile", "--help"],
     ] {
         let o = bin().args(&args).output().expect("run");
         assert!(o.status.success(), "{args:?}");
@@ -164,6 +165,28 @@ fn token_uses_the_data_dir_secret_or_the_environment() {
         assert!(!o.status.success(), "{bad:?}");
         assert!(!stderr(&o).is_empty());
     }
+}
+
+#[test]
+fn reconcile_names_what_it_needs() {
+    let o = bin()
+        .args(["reconcile", "--store", "sqlite"])
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let o = bin()
+        .args(["reconcile", "--store", "dynamodb"])
+        .env_remove("SCHEDULED_RUNS_TABLE")
+        .env_remove("SCHEDULED_RUNS_SCHEDULE_GROUP_PREFIX")
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("SCHEDULED_RUNS_"), "{}", stderr(&o));
+    let o = bin()
+        .args(["reconcile", "--store", "oracle"])
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
 }
 
 struct Server(Child);

@@ -3,6 +3,7 @@
 //! (embedded/local and AWS), and the HTTP router both deployments serve.
 
 pub mod adapters;
+pub mod aws_deployment;
 pub mod demo;
 pub mod domain;
 pub mod embedded;

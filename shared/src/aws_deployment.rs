@@ -1,0 +1,407 @@
+//! The AWS deployment wired together, for the Lambda functions and the operator CLI:
+//! configuration read once from the environment into one typed struct, the SDK
+//! configuration loaded once per process, and each function's services built from exactly
+//! the clients it needs. Endpoints come from the standard `AWS_ENDPOINT_URL*` variables, so
+//! the same code runs against AWS and against DynamoDB Local and moto.
+
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+use chrono::Duration;
+use sha2::{Digest, Sha256};
+
+use crate::adapters::aws::connectors::AwsConnectorFactory;
+use crate::adapters::aws::dynamodb::DynamoStore;
+use crate::adapters::aws::scheduler::{SchedulerConfig, SchedulerTriggers};
+use crate::adapters::aws::sns::SnsEventPublisher;
+use crate::adapters::aws::sqs::SqsRunQueue;
+use crate::adapters::local::secret_box::LocalSecretBox;
+use crate::http::AppState;
+use crate::http::auth::{ClaimNames, IdentityResolver};
+use crate::ports::{Clock, SystemClock};
+use crate::services::connections::ConnectionService;
+use crate::services::dispatch::{DispatchService, DispatchSettings};
+use crate::services::executor::{ExecutorService, ExecutorSettings};
+use crate::services::maintenance::{MaintenanceService, MaintenanceSettings};
+use crate::services::projects::ProjectService;
+use crate::services::reconcile::ReconcileService;
+use crate::services::runs::{RunRateLimits, RunService};
+use crate::services::schedules::ScheduleService;
+use crate::services::workspaces::WorkspaceService;
+
+/// A setting that is missing or unusable; functions fail at start-up with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the environment variable {0} must be set")]
+    Missing(&'static str),
+    #[error("the environment variable {name} is invalid: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Every setting of the AWS deployment. Each function requires the ones it uses.
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    pub table: Option<String>,
+    pub run_queue_url: Option<String>,
+    pub run_events_topic_arn: Option<String>,
+    pub sealing_key_secret_arn: Option<String>,
+    pub retention_days: i64,
+    /// Base of run links; `None`: derived from the request (API) or unknown.
+    pub public_url: Option<String>,
+    pub claims: ClaimNames,
+    pub schedule_group_prefix: Option<String>,
+    pub dispatch_function_arn: Option<String>,
+    pub scheduler_role_arn: Option<String>,
+    pub scheduler_dlq_arn: Option<String>,
+    pub flexible_window_minutes: u32,
+}
+
+impl AwsSettings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<AwsSettings, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (tests pass a map).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<AwsSettings, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |name: &'static str, default: i64, range: std::ops::RangeInclusive<i64>| {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        message: format!("expected a whole number in {range:?}, got {v:?}"),
+                    }),
+            }
+        };
+        let defaults = ClaimNames::default();
+        Ok(AwsSettings {
+            table: get("SCHEDULED_RUNS_TABLE"),
+            run_queue_url: get("SCHEDULED_RUNS_RUN_QUEUE_URL"),
+            run_events_topic_arn: get("SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN"),
+            sealing_key_secret_arn: get("SCHEDULED_RUNS_SEALING_KEY_SECRET_ARN"),
+            retention_days: number("SCHEDULED_RUNS_RETENTION_DAYS", 90, 1..=3_650)?,
+            public_url: get("SCHEDULED_RUNS_PUBLIC_URL")
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            claims: ClaimNames {
+                workspace_id: get("SCHEDULED_RUNS_WORKSPACE_CLAIM")
+                    .unwrap_or(defaults.workspace_id),
+                workspace_role: get("SCHEDULED_RUNS_WORKSPACE_ROLE_CLAIM")
+                    .unwrap_or(defaults.workspace_role),
+                email: get("SCHEDULED_RUNS_EMAIL_CLAIM").unwrap_or(defaults.email),
+            },
+            schedule_group_prefix: get("SCHEDULED_RUNS_SCHEDULE_GROUP_PREFIX"),
+            dispatch_function_arn: get("SCHEDULED_RUNS_DISPATCH_FUNCTION_ARN"),
+            scheduler_role_arn: get("SCHEDULED_RUNS_SCHEDULER_ROLE_ARN"),
+            scheduler_dlq_arn: get("SCHEDULED_RUNS_SCHEDULER_DLQ_ARN"),
+            flexible_window_minutes: u32::try_from(number(
+                "SCHEDULED_RUNS_FLEXIBLE_WINDOW_MINUTES",
+                i64::from(SchedulerConfig::DEFAULT_FLEXIBLE_WINDOW_MINUTES),
+                1..=1_440,
+            )?)
+            .unwrap_or(SchedulerConfig::DEFAULT_FLEXIBLE_WINDOW_MINUTES),
+        })
+    }
+
+    fn require<'a>(value: &'a Option<String>, name: &'static str) -> Result<&'a str, ConfigError> {
+        value.as_deref().ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::days(self.retention_days)
+    }
+
+    pub fn scheduler_config(&self) -> Result<SchedulerConfig, ConfigError> {
+        let mut config = SchedulerConfig::new(
+            Self::require(
+                &self.schedule_group_prefix,
+                "SCHEDULED_RUNS_SCHEDULE_GROUP_PREFIX",
+            )?,
+            Self::require(
+                &self.dispatch_function_arn,
+                "SCHEDULED_RUNS_DISPATCH_FUNCTION_ARN",
+            )?,
+            Self::require(
+                &self.scheduler_role_arn,
+                "SCHEDULED_RUNS_SCHEDULER_ROLE_ARN",
+            )?,
+            Self::require(&self.scheduler_dlq_arn, "SCHEDULED_RUNS_SCHEDULER_DLQ_ARN")?,
+        );
+        config.flexible_window_minutes = self.flexible_window_minutes;
+        Ok(config)
+    }
+}
+
+/// The SDK configuration, loaded once per process, and the settings.
+pub struct Aws {
+    pub sdk: aws_config::SdkConfig,
+    pub settings: AwsSettings,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Aws {
+    /// Loads the SDK configuration (region, credentials, `AWS_ENDPOINT_URL*`).
+    pub async fn load(settings: AwsSettings) -> Aws {
+        Aws {
+            sdk: aws_config::defaults(BehaviorVersion::latest()).load().await,
+            settings,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn store(&self) -> Result<Arc<DynamoStore>, ConfigError> {
+        let table = AwsSettings::require(&self.settings.table, "SCHEDULED_RUNS_TABLE")?;
+        Ok(Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            table,
+        )))
+    }
+
+    pub fn queue(&self) -> Result<Arc<SqsRunQueue>, ConfigError> {
+        let url =
+            AwsSettings::require(&self.settings.run_queue_url, "SCHEDULED_RUNS_RUN_QUEUE_URL")?;
+        Ok(Arc::new(SqsRunQueue::new(
+            aws_sdk_sqs::Client::new(&self.sdk),
+            url,
+        )))
+    }
+
+    pub fn events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
+        let arn = AwsSettings::require(
+            &self.settings.run_events_topic_arn,
+            "SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN",
+        )?;
+        Ok(Arc::new(SnsEventPublisher::new(
+            aws_sdk_sns::Client::new(&self.sdk),
+            arn,
+        )))
+    }
+
+    pub fn triggers(&self) -> Result<Arc<SchedulerTriggers>, ConfigError> {
+        Ok(Arc::new(SchedulerTriggers::new(
+            aws_sdk_scheduler::Client::new(&self.sdk),
+            self.settings.scheduler_config()?,
+        )))
+    }
+
+    /// The box that seals connection credentials: its key is derived from a Secrets
+    /// Manager secret, read once at start-up.
+    pub async fn sealing_box(&self) -> Result<Arc<LocalSecretBox>, ConfigError> {
+        let arn = AwsSettings::require(
+            &self.settings.sealing_key_secret_arn,
+            "SCHEDULED_RUNS_SEALING_KEY_SECRET_ARN",
+        )?;
+        let secret = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                ConfigError::Startup(format!(
+                    "cannot read the sealing key secret: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        let value = secret
+            .secret_string()
+            .filter(|s| s.len() >= 32)
+            .ok_or_else(|| {
+                ConfigError::Startup("the sealing key secret is shorter than 32 characters".into())
+            })?;
+        let key = Sha256::digest(value.as_bytes());
+        LocalSecretBox::new(&key)
+            .map(Arc::new)
+            .map_err(|e| ConfigError::Startup(e.to_string()))
+    }
+
+    /// Everything the API function serves.
+    pub async fn app_state(
+        &self,
+        identity: Arc<dyn IdentityResolver>,
+        public_url: String,
+    ) -> Result<AppState, ConfigError> {
+        let store = self.store()?;
+        let queue = self.queue()?;
+        let triggers = self.triggers()?;
+        let secrets = self.sealing_box().await?;
+        let clock = self.clock.clone();
+        let dispatch_settings = DispatchSettings {
+            retention: self.settings.retention(),
+            ..DispatchSettings::default()
+        };
+        Ok(AppState {
+            projects: Arc::new(ProjectService {
+                workspaces: store.clone(),
+                projects: store.clone(),
+                schedules: store.clone(),
+                connections: store.clone(),
+                triggers: triggers.clone(),
+                clock: clock.clone(),
+            }),
+            schedules: Arc::new(ScheduleService {
+                workspaces: store.clone(),
+                projects: store.clone(),
+                schedules: store.clone(),
+                runs: store.clone(),
+                triggers,
+                clock: clock.clone(),
+            }),
+            dispatch: Arc::new(self.dispatch_with(store.clone(), queue.clone(), dispatch_settings)),
+            runs: Arc::new(RunService {
+                projects: store.clone(),
+                runs: store.clone(),
+                results: store.clone(),
+                queue,
+                rate_limits: store.clone(),
+                clock: clock.clone(),
+                limits: RunRateLimits::default(),
+                retention: self.settings.retention(),
+            }),
+            connections: Arc::new(ConnectionService {
+                connections: store.clone(),
+                secrets,
+                clock: clock.clone(),
+            }),
+            workspaces: Arc::new(WorkspaceService {
+                workspaces: store,
+                clock,
+            }),
+            identity,
+            public_url,
+        })
+    }
+
+    fn dispatch_with(
+        &self,
+        store: Arc<DynamoStore>,
+        queue: Arc<SqsRunQueue>,
+        settings: DispatchSettings,
+    ) -> DispatchService {
+        DispatchService {
+            workspaces: store.clone(),
+            projects: store.clone(),
+            schedules: store.clone(),
+            runs: store,
+            queue,
+            clock: self.clock.clone(),
+            settings,
+        }
+    }
+
+    /// The dispatch function's services: dispatch, and the maintenance ticks.
+    pub fn dispatch_services(&self) -> Result<(DispatchService, MaintenanceService), ConfigError> {
+        let store = self.store()?;
+        let queue = self.queue()?;
+        let dispatch = self.dispatch_with(
+            store.clone(),
+            queue.clone(),
+            DispatchSettings {
+                retention: self.settings.retention(),
+                ..DispatchSettings::default()
+            },
+        );
+        let executor_defaults = ExecutorSettings::new(std::env::temp_dir());
+        let maintenance = MaintenanceService {
+            workspaces: store.clone(),
+            projects: store.clone(),
+            schedules: store.clone(),
+            runs: store,
+            queue,
+            triggers: self.triggers()?,
+            clock: self.clock.clone(),
+            settings: MaintenanceSettings {
+                run_timeout: executor_defaults.run_timeout,
+                max_attempts: executor_defaults.max_attempts,
+                ..MaintenanceSettings::default()
+            },
+        };
+        Ok((dispatch, maintenance))
+    }
+
+    /// The execute function's executor. Runs' working directories live under the
+    /// function's `/tmp`.
+    pub async fn executor(&self) -> Result<ExecutorService, ConfigError> {
+        let store = self.store()?;
+        Ok(ExecutorService {
+            projects: store.clone(),
+            runs: store.clone(),
+            results: store.clone(),
+            connections: store.clone(),
+            cache: store,
+            connectors: Arc::new(AwsConnectorFactory::new(
+                aws_sdk_secretsmanager::Client::new(&self.sdk),
+            )),
+            secrets: self.sealing_box().await?,
+            clock: self.clock.clone(),
+            settings: ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs")),
+        })
+    }
+
+    /// `reconcile` against DynamoDB and EventBridge Scheduler.
+    pub fn reconcile(&self) -> Result<ReconcileService, ConfigError> {
+        Ok(ReconcileService::new(self.store()?, self.triggers()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<AwsSettings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        AwsSettings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = settings(&[]).expect("empty is fine until something is required");
+        assert_eq!(s.retention_days, 90);
+        assert_eq!(s.flexible_window_minutes, 5);
+        assert_eq!(s.claims.workspace_id, "workspace_id");
+        let s = settings(&[
+            ("SCHEDULED_RUNS_RETENTION_DAYS", "30"),
+            ("SCHEDULED_RUNS_WORKSPACE_CLAIM", "custom:workspace_id"),
+            ("SCHEDULED_RUNS_PUBLIC_URL", "https://runs.example.com/"),
+        ])
+        .expect("valid");
+        assert_eq!(s.retention_days, 30);
+        assert_eq!(s.claims.workspace_id, "custom:workspace_id");
+        assert_eq!(s.public_url.as_deref(), Some("https://runs.example.com"));
+    }
+
+    #[test]
+    fn invalid_and_missing_settings_are_named() {
+        let e = settings(&[("SCHEDULED_RUNS_RETENTION_DAYS", "soon")]).err();
+        assert!(matches!(
+            e,
+            Some(ConfigError::Invalid {
+                name: "SCHEDULED_RUNS_RETENTION_DAYS",
+                ..
+            })
+        ));
+        let e = settings(&[("SCHEDULED_RUNS_FLEXIBLE_WINDOW_MINUTES", "0")]).err();
+        assert!(matches!(e, Some(ConfigError::Invalid { .. })));
+        let s = settings(&[]).expect("valid");
+        assert_eq!(
+            s.scheduler_config().err(),
+            Some(ConfigError::Missing("SCHEDULED_RUNS_SCHEDULE_GROUP_PREFIX"))
+        );
+    }
+}
