@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use scheduled_runs::aws_deployment::{Aws, AwsSettings};
 use scheduled_runs::demo::{DEMO_ADMIN, DEMO_WORKSPACE};
 use scheduled_runs::domain::model::{Plan, WorkspaceRole};
 use scheduled_runs::embedded::{DB_FILE, Embedded, EmbeddedConfig, load_or_create_secret};
 use scheduled_runs::http::jwt;
 use scheduled_runs::ports::{Clock, SystemClock};
+use scheduled_runs::services::workspaces::WorkspaceService;
 
 /// Environment variable that overrides the JWT secret kept in the data directory.
 const SECRET_ENV: &str = "SCHEDULED_RUNS_JWT_SECRET";
@@ -89,6 +91,9 @@ enum WorkspaceCommand {
         plan: Plan,
         #[command(flatten)]
         data: DataDir,
+        /// Which deployment's store holds the workspace.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        store: StoreKind,
     },
     /// Change a workspace's plan.
     SetPlan {
@@ -98,6 +103,9 @@ enum WorkspaceCommand {
         plan: Plan,
         #[command(flatten)]
         data: DataDir,
+        /// Which deployment's store holds the workspace.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        store: StoreKind,
     },
 }
 
@@ -248,20 +256,42 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The workspace service of the chosen deployment.
+async fn workspaces(store: StoreKind, data: &DataDir) -> Result<Arc<WorkspaceService>> {
+    match store {
+        StoreKind::Sqlite => Ok(embedded(&data.data_dir, String::new())?.state.workspaces),
+        StoreKind::Dynamodb => {
+            let aws = Aws::load(AwsSettings::from_env()?).await;
+            Ok(Arc::new(WorkspaceService {
+                workspaces: aws.store()?,
+                clock: Arc::new(SystemClock),
+            }))
+        }
+    }
+}
+
 async fn workspace(command: WorkspaceCommand) -> Result<()> {
     match command {
-        WorkspaceCommand::Create { id, plan, data } => {
-            let app = embedded(&data.data_dir, String::new())?;
-            let ws = app.state.workspaces.create(&id, plan).await?;
+        WorkspaceCommand::Create {
+            id,
+            plan,
+            data,
+            store,
+        } => {
+            let ws = workspaces(store, &data).await?.create(&id, plan).await?;
             println!(
                 "workspace {} created on plan {}",
                 ws.workspace_id,
                 ws.plan.as_str()
             );
         }
-        WorkspaceCommand::SetPlan { id, plan, data } => {
-            let app = embedded(&data.data_dir, String::new())?;
-            let ws = app.state.workspaces.set_plan(&id, plan).await?;
+        WorkspaceCommand::SetPlan {
+            id,
+            plan,
+            data,
+            store,
+        } => {
+            let ws = workspaces(store, &data).await?.set_plan(&id, plan).await?;
             println!(
                 "workspace {} is now on plan {}",
                 ws.workspace_id,
@@ -301,8 +331,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let settings = scheduled_runs::aws_deployment::AwsSettings::from_env()?;
-    let aws = scheduled_runs::aws_deployment::Aws::load(settings).await;
+    let aws = Aws::load(AwsSettings::from_env()?).await;
     let report = aws.reconcile()?.reconcile(args.dry_run).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !report.failed.is_empty() {

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
+pub use aws_sdk_secretsmanager as sdk;
+
 use crate::adapters::sql::postgres::PostgresConnector;
 use crate::domain::model::ConnectionConfig;
 use crate::ports::{ConnectorFactory, QueryError, SqlConnector};

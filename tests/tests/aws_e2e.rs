@@ -1,0 +1,587 @@
+//! The AWS deployment end to end, against DynamoDB Local and moto's server, with the real
+//! function binaries running their real Lambda runtime loop (a loopback Runtime API stands in
+//! for Lambda): create a schedule through the API function → the EventBridge Scheduler
+//! schedule exists as it should → the Input the Scheduler would send, delivered twice at once
+//! to the dispatch function → one SQS message → the execute function completes the run
+//! against PostgreSQL → one SNS run event with the filterable attributes → the run log shows
+//! it. Also: each function on its sample event from `events/`.
+//!
+//! The binaries are built by `cargo build --workspace --bins` (the test command does so
+//! before the tests).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use scheduled_runs::adapters::aws::connectors::sdk as secrets_sdk;
+use scheduled_runs::adapters::aws::dynamodb::{DynamoStore, create_table, sdk as dynamo_sdk};
+use scheduled_runs::adapters::aws::scheduler::sdk as scheduler_sdk;
+use scheduled_runs::adapters::aws::sns::sdk as sns_sdk;
+use scheduled_runs::adapters::aws::sqs::sdk as sqs_sdk;
+use scheduled_runs::domain::model::Plan;
+use scheduled_runs::ports::SystemClock;
+use scheduled_runs::services::workspaces::WorkspaceService;
+use scheduled_runs_tests::lambda_runtime_stub::{Outcome, RuntimeStub};
+use serde_json::{Value, json};
+
+const REGION: &str = "us-east-1";
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/scheduled-runs-scheduler";
+const DISPATCH_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:scheduled-runs-dispatch";
+
+struct Peers {
+    dynamodb: String,
+    moto: String,
+    postgres: String,
+}
+
+fn peers(test: &str) -> Option<Peers> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (
+        var("SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT"),
+        var("SCHEDULED_RUNS_TEST_MOTO_ENDPOINT"),
+        var("SCHEDULED_RUNS_TEST_POSTGRES_URL"),
+    ) {
+        (Some(dynamodb), Some(moto), Some(postgres)) => Some(Peers {
+            dynamodb,
+            moto,
+            postgres,
+        }),
+        _ => {
+            assert!(
+                std::env::var("SCHEDULED_RUNS_REQUIRE_PEERS").as_deref() != Ok("1"),
+                "{test}: DynamoDB Local, moto and PostgreSQL endpoints are required (run ./scripts/test)"
+            );
+            eprintln!("\n!!!!!!!! SKIPPED {test}: the local AWS peers are not running.\n");
+            None
+        }
+    }
+}
+
+macro_rules! client {
+    ($sdk:ident, $endpoint:expr) => {{
+        use $sdk::config::{BehaviorVersion, Credentials, Region};
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+                .endpoint_url($endpoint)
+                .build(),
+        )
+    }};
+}
+
+/// The resources a stack would create, made on the emulators with unique names.
+struct Stack {
+    peers: Peers,
+    table: String,
+    group_prefix: String,
+    run_queue_url: String,
+    dlq_arn: String,
+    topic_arn: String,
+    events_queue_url: String,
+    sealing_key_arn: String,
+}
+
+async fn stack(peers: Peers) -> Stack {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = &id[..10];
+    let dynamo = client!(dynamo_sdk, &peers.dynamodb);
+    let table = format!("e2e-{short}");
+    create_table(&dynamo, &table).await.expect("create table");
+    let sqs = client!(sqs_sdk, &peers.moto);
+    let queue = |name: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .expect("create queue")
+                .queue_url()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let run_queue_url = queue(format!("runs-{short}")).await;
+    let dlq_url = queue(format!("scheduler-dlq-{short}")).await;
+    let events_queue_url = queue(format!("events-{short}")).await;
+    let arn_of = |url: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(sqs_sdk::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .expect("queue attributes")
+                .attributes()
+                .and_then(|a| a.get(&sqs_sdk::types::QueueAttributeName::QueueArn))
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let dlq_arn = arn_of(dlq_url).await;
+    let events_queue_arn = arn_of(events_queue_url.clone()).await;
+    let sns = client!(sns_sdk, &peers.moto);
+    let topic_arn = sns
+        .create_topic()
+        .name(format!("run-events-{short}"))
+        .send()
+        .await
+        .expect("create topic")
+        .topic_arn()
+        .unwrap_or_default()
+        .to_owned();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(events_queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe");
+    let secrets = client!(secrets_sdk, &peers.moto);
+    let sealing_key_arn = secrets
+        .create_secret()
+        .name(format!("sealing-{short}"))
+        .secret_string(format!("{id}{id}"))
+        .send()
+        .await
+        .expect("create secret")
+        .arn()
+        .unwrap_or_default()
+        .to_owned();
+    Stack {
+        table,
+        group_prefix: format!("e2e{short}"),
+        run_queue_url,
+        dlq_arn,
+        topic_arn,
+        events_queue_url,
+        sealing_key_arn,
+        peers,
+    }
+}
+
+impl Stack {
+    /// The environment the template gives every function, pointed at the emulators.
+    fn env(&self) -> HashMap<&'static str, String> {
+        let moto = self.peers.moto.clone();
+        HashMap::from([
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", self.peers.dynamodb.clone()),
+            ("AWS_ENDPOINT_URL_SQS", moto.clone()),
+            ("AWS_ENDPOINT_URL_SNS", moto.clone()),
+            ("AWS_ENDPOINT_URL_SCHEDULER", moto.clone()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto),
+            ("SCHEDULED_RUNS_TABLE", self.table.clone()),
+            ("SCHEDULED_RUNS_RUN_QUEUE_URL", self.run_queue_url.clone()),
+            (
+                "SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN",
+                self.topic_arn.clone(),
+            ),
+            (
+                "SCHEDULED_RUNS_SEALING_KEY_SECRET_ARN",
+                self.sealing_key_arn.clone(),
+            ),
+            (
+                "SCHEDULED_RUNS_SCHEDULE_GROUP_PREFIX",
+                self.group_prefix.clone(),
+            ),
+            (
+                "SCHEDULED_RUNS_DISPATCH_FUNCTION_ARN",
+                DISPATCH_ARN.to_owned(),
+            ),
+            ("SCHEDULED_RUNS_SCHEDULER_ROLE_ARN", ROLE_ARN.to_owned()),
+            ("SCHEDULED_RUNS_SCHEDULER_DLQ_ARN", self.dlq_arn.clone()),
+            (
+                "SCHEDULED_RUNS_PUBLIC_URL",
+                "https://runs.example.com".to_owned(),
+            ),
+            ("RUST_LOG", "warn".to_owned()),
+        ])
+    }
+
+    fn dynamo(&self) -> DynamoStore {
+        DynamoStore::new(
+            client!(dynamo_sdk, &self.peers.dynamodb),
+            self.table.clone(),
+        )
+    }
+}
+
+/// A function binary running its runtime loop against a stub, killed on drop.
+struct Function {
+    stub: RuntimeStub,
+    children: Vec<Child>,
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (the test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Starts `instances` processes of the function `name` on one Runtime API stub.
+async fn function(stack: &Stack, name: &str, instances: usize) -> Function {
+    let stub = RuntimeStub::start().await.expect("runtime stub");
+    let mut children = Vec::new();
+    for _ in 0..instances {
+        let child = Command::new(binary(name))
+            .env_clear()
+            .envs(stack.env())
+            .env("AWS_LAMBDA_RUNTIME_API", stub.runtime_api())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "test")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn function");
+        children.push(child);
+    }
+    let f = Function { stub, children };
+    assert!(
+        f.stub.wait_for_polls(instances as u64).await,
+        "{name} did not reach its runtime loop; init errors: {:?}",
+        f.stub.init_errors()
+    );
+    f
+}
+
+/// An API Gateway HTTP API (v2) event as the JWT authorizer passes it on.
+fn api_event(
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    sub: &str,
+    ws: &str,
+    role: &str,
+) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "ANY /api/v1/{proxy+}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "runs.example.com"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "e2e",
+            "authorizer": {"jwt": {"claims": {
+                "sub": sub, "workspace_id": ws, "workspace_role": role, "email": format!("{sub}@example.com")
+            }, "scopes": null}},
+            "domainName": "runs.example.com",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "e2e"},
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "routeKey": "ANY /api/v1/{proxy+}",
+            "stage": "$default",
+            "time": "26/Nov/2026:08:00:00 +0000",
+            "timeEpoch": 1795680000000u64
+        },
+        "body": body.map(|b| b.to_string()),
+        "isBase64Encoded": false
+    })
+}
+
+/// Calls the API function; returns (status, body).
+async fn api(f: &Function, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    match f
+        .stub
+        .invoke(api_event(method, path, body, "owner", "acme", "ADMIN"))
+        .await
+    {
+        Outcome::Response(r) => {
+            let status = r["statusCode"].as_u64().unwrap_or(0) as u16;
+            let body = r["body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or(Value::Null);
+            (status, body)
+        }
+        Outcome::Error(e) => panic!("{method} {path} failed: {e}"),
+    }
+}
+
+async fn receive_all(sqs: &sqs_sdk::Client, url: &str, wait: i32) -> Vec<sqs_sdk::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let batch = out.messages().to_vec();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_fires_through_scheduler_dispatch_sqs_execute_and_sns() {
+    let Some(peers) = peers("aws_e2e") else {
+        return;
+    };
+    let postgres = peers.postgres.clone();
+    let stack = stack(peers).await;
+    WorkspaceService {
+        workspaces: std::sync::Arc::new(stack.dynamo()),
+        clock: std::sync::Arc::new(SystemClock),
+    }
+    .create("acme", Plan::Team)
+    .await
+    .expect("operator creates the workspace");
+
+    let api_fn = function(&stack, "api", 1).await;
+    let (status, body) = api(
+        &api_fn,
+        "PUT",
+        "/api/v1/admin/connections/pg",
+        Some(json!({"kind": "POSTGRES", "url": postgres})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.to_string().contains("postgres://"),
+        "credentials are never echoed"
+    );
+    let (status, body) = api(
+        &api_fn,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"title": "Revenue"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let project = body["projectId"].as_str().unwrap_or_default().to_owned();
+    let version = json!({
+        "inputs": [{"name": "factor", "type": "NUMBER", "default": 3}],
+        "cells": [
+            {"id": "numbers", "type": "SQL", "connection": "pg", "sql": "SELECT g AS n FROM generate_series(1, 4) AS g"},
+            {"id": "total", "type": "SQL", "connection": "pg", "sql": "SELECT {{ cells.numbers.rowCount }} * {{ factor }} AS total"}
+        ],
+        "app": {"cells": ["total"]}
+    });
+    let (status, body) = api(
+        &api_fn,
+        "PUT",
+        &format!("/api/v1/projects/{project}/draft"),
+        Some(version),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        &api_fn,
+        "POST",
+        &format!("/api/v1/projects/{project}/publish"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        &api_fn,
+        "POST",
+        &format!("/api/v1/projects/{project}/schedules"),
+        Some(json!({"cadence": {"kind": "DAILY", "hour": 9, "minute": 0}, "timezone": "Europe/Berlin"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let schedule = body["scheduleId"].as_str().unwrap_or_default().to_owned();
+
+    // The Scheduler schedule, read back.
+    let scheduler = client!(scheduler_sdk, &stack.peers.moto);
+    let got = scheduler
+        .get_schedule()
+        .name(&schedule)
+        .group_name(format!("{}-acme", stack.group_prefix))
+        .send()
+        .await
+        .expect("the Scheduler schedule exists");
+    assert_eq!(got.schedule_expression(), Some("cron(0 9 * * ? *)"));
+    assert_eq!(got.schedule_expression_timezone(), Some("Europe/Berlin"));
+    let window = got.flexible_time_window().expect("window");
+    assert_eq!(window.mode().as_str(), "FLEXIBLE");
+    assert_eq!(window.maximum_window_in_minutes(), Some(5));
+    let target = got.target().expect("target");
+    assert_eq!(target.arn(), DISPATCH_ARN);
+    assert_eq!(target.role_arn(), ROLE_ARN);
+    let input: Value =
+        serde_json::from_str(target.input().unwrap_or_default()).expect("input JSON");
+    assert_eq!(input["scheduleId"], schedule.as_str());
+    assert_eq!(input["scheduledTime"], "<aws.scheduler.scheduled-time>");
+    assert_eq!(input["executionId"], "<aws.scheduler.execution-id>");
+
+    // The Scheduler fires: the same Input twice at once (at-least-once delivery).
+    let dispatch_fn = function(&stack, "dispatch", 2).await;
+    let fire = |execution: &str| json!({"workspaceId": "acme", "scheduleId": schedule, "scheduledTime": "2026-11-26T08:00:00Z", "executionId": execution});
+    let (a, b) = tokio::join!(
+        dispatch_fn.stub.invoke(fire("exec-1")),
+        dispatch_fn.stub.invoke(fire("exec-2"))
+    );
+    let outcomes: Vec<String> = [a, b]
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Response(r) => r["outcome"].as_str().unwrap_or_default().to_owned(),
+            Outcome::Error(e) => panic!("dispatch failed: {e}"),
+        })
+        .collect();
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["DUPLICATE", "QUEUED"], "{outcomes:?}");
+
+    let sqs = client!(sqs_sdk, &stack.peers.moto);
+    let messages = receive_all(&sqs, &stack.run_queue_url, 1).await;
+    assert_eq!(messages.len(), 1, "one SQS message for one fire");
+
+    // The execute function takes the SQS batch.
+    let execute_fn = function(&stack, "execute", 1).await;
+    let message = &messages[0];
+    let event = json!({"Records": [{
+        "messageId": message.message_id().unwrap_or_default(),
+        "receiptHandle": message.receipt_handle().unwrap_or_default(),
+        "body": message.body().unwrap_or_default(),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795680000000",
+                       "SenderId": "test", "ApproximateFirstReceiveTimestamp": "1795680000000"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:runs",
+        "awsRegion": REGION
+    }]});
+    match execute_fn.stub.invoke(event).await {
+        Outcome::Response(r) => assert_eq!(r["batchItemFailures"], json!([]), "{r}"),
+        Outcome::Error(e) => panic!("execute failed: {e}"),
+    }
+
+    // One run event on the topic, filterable by its attributes.
+    let events = receive_all(&sqs, &stack.events_queue_url, 2).await;
+    assert_eq!(events.len(), 1, "one run event");
+    let attributes: HashMap<String, String> = events[0]
+        .message_attributes()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        attributes.get("workspaceId").map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(attributes.get("projectId"), Some(&project));
+    assert_eq!(attributes.get("scheduleId"), Some(&schedule));
+    assert_eq!(
+        attributes.get("status").map(String::as_str),
+        Some("COMPLETED")
+    );
+    assert_eq!(
+        attributes.get("trigger").map(String::as_str),
+        Some("SCHEDULED")
+    );
+
+    // The run log shows the completed run with its results.
+    let (status, body) = api(
+        &api_fn,
+        "GET",
+        &format!("/api/v1/projects/{project}/schedules/{schedule}/runs"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["runs"][0]["status"], "COMPLETED");
+    assert_eq!(body["runs"][0]["scheduledFor"], "2026-11-26T08:00:00Z");
+    let run_id = body["runs"][0]["runId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, run) = api(
+        &api_fn,
+        "GET",
+        &format!("/api/v1/projects/{project}/runs/{run_id}"),
+        None,
+    )
+    .await;
+    let total = run["cells"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["cellId"] == "total"))
+        .cloned();
+    assert_eq!(total.map(|c| c["rows"][0][0].clone()), Some(json!(12)));
+    let (status, results) = api(
+        &api_fn,
+        "GET",
+        &format!("/api/v1/projects/{project}/results"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(results["runId"], run_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_answers_its_sample_event() {
+    let Some(peers) = peers("aws_e2e samples") else {
+        return;
+    };
+    let stack = stack(peers).await;
+    let sample = |name: &str| -> Value {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../events")
+            .join(format!("{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).expect("sample event")).expect("JSON")
+    };
+    let api_fn = function(&stack, "api", 1).await;
+    match api_fn.stub.invoke(sample("api")).await {
+        Outcome::Response(r) => {
+            assert_eq!(r["statusCode"], 200, "{r}");
+            let body: Value =
+                serde_json::from_str(r["body"].as_str().unwrap_or_default()).expect("JSON body");
+            assert_eq!(body["projects"], json!([]));
+        }
+        Outcome::Error(e) => panic!("api: {e}"),
+    }
+    let dispatch_fn = function(&stack, "dispatch", 1).await;
+    match dispatch_fn.stub.invoke(sample("dispatch")).await {
+        Outcome::Response(r) => assert_eq!(r["outcome"], "SCHEDULE_GONE", "{r}"),
+        Outcome::Error(e) => panic!("dispatch: {e}"),
+    }
+    match dispatch_fn.stub.invoke(json!({"task": "sweep"})).await {
+        Outcome::Response(r) => assert_eq!(r["requeued"], 0, "{r}"),
+        Outcome::Error(e) => panic!("sweep: {e}"),
+    }
+    let execute_fn = function(&stack, "execute", 1).await;
+    match execute_fn.stub.invoke(sample("execute")).await {
+        Outcome::Response(r) => assert_eq!(r["batchItemFailures"], json!([]), "{r}"),
+        Outcome::Error(e) => panic!("execute: {e}"),
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
