@@ -258,13 +258,19 @@ impl Aws {
                 triggers,
                 clock: clock.clone(),
             }),
-            dispatch: Arc::new(self.dispatch_with(store.clone(), queue.clone(), dispatch_settings)),
+            dispatch: Arc::new(self.dispatch_with(
+                store.clone(),
+                queue.clone(),
+                self.events()?,
+                dispatch_settings,
+            )),
             runs: Arc::new(RunService {
                 projects: store.clone(),
                 runs: store.clone(),
                 results: store.clone(),
                 queue,
                 rate_limits: store.clone(),
+                events: self.events()?,
                 clock: clock.clone(),
                 limits: RunRateLimits::default(),
                 retention: self.settings.retention(),
@@ -287,6 +293,7 @@ impl Aws {
         &self,
         store: Arc<DynamoStore>,
         queue: Arc<SqsRunQueue>,
+        events: Arc<SnsEventPublisher>,
         settings: DispatchSettings,
     ) -> DispatchService {
         DispatchService {
@@ -295,6 +302,7 @@ impl Aws {
             schedules: store.clone(),
             runs: store,
             queue,
+            events,
             clock: self.clock.clone(),
             settings,
         }
@@ -304,9 +312,11 @@ impl Aws {
     pub fn dispatch_services(&self) -> Result<(DispatchService, MaintenanceService), ConfigError> {
         let store = self.store()?;
         let queue = self.queue()?;
+        let events = self.events()?;
         let dispatch = self.dispatch_with(
             store.clone(),
             queue.clone(),
+            events.clone(),
             DispatchSettings {
                 retention: self.settings.retention(),
                 ..DispatchSettings::default()
@@ -320,6 +330,7 @@ impl Aws {
             runs: store,
             queue,
             triggers: self.triggers()?,
+            events,
             clock: self.clock.clone(),
             settings: MaintenanceSettings {
                 run_timeout: executor_defaults.run_timeout,
@@ -344,6 +355,7 @@ impl Aws {
                 aws_sdk_secretsmanager::Client::new(&self.sdk),
             )),
             secrets: self.sealing_box().await?,
+            events: self.events()?,
             clock: self.clock.clone(),
             settings: ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs")),
         })

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use chrono::Duration;
 
+use crate::adapters::local::events::LocalEventBus;
 use crate::adapters::local::queue::{LocalRunQueue, LocalRunReceiver};
 use crate::adapters::local::secret_box::LocalSecretBox;
 use crate::adapters::local::sqlite::SqliteStore;
@@ -89,6 +90,8 @@ pub struct Embedded {
     pub state: AppState,
     pub executor: Arc<ExecutorService>,
     pub maintenance: Arc<MaintenanceService>,
+    /// Every finished run is announced here (the local stand-in for the SNS topic).
+    pub events: LocalEventBus,
     pub clock: Arc<dyn Clock>,
     config: EmbeddedConfig,
     receiver: Mutex<Option<LocalRunReceiver>>,
@@ -110,6 +113,8 @@ impl Embedded {
         let triggers = Arc::new(timer.clone());
         let (queue, receiver) = LocalRunQueue::new();
         let queue = Arc::new(queue);
+        let events = LocalEventBus::default();
+        let publisher = Arc::new(events.clone());
         let executor = Arc::new(ExecutorService {
             projects: shared.clone(),
             runs: shared.clone(),
@@ -118,6 +123,7 @@ impl Embedded {
             cache: shared.clone(),
             connectors: Arc::new(LocalConnectorFactory::new(config.warehouse_dir())),
             secrets: secrets.clone(),
+            events: publisher.clone(),
             clock: clock.clone(),
             settings: config.executor.clone(),
         });
@@ -128,6 +134,7 @@ impl Embedded {
             runs: shared.clone(),
             queue: queue.clone(),
             triggers: triggers.clone(),
+            events: publisher.clone(),
             clock: clock.clone(),
             settings: config.maintenance,
         });
@@ -154,6 +161,7 @@ impl Embedded {
                 schedules: shared.clone(),
                 runs: shared.clone(),
                 queue: queue.clone(),
+                events: publisher.clone(),
                 clock: clock.clone(),
                 settings: config.dispatch,
             }),
@@ -163,6 +171,7 @@ impl Embedded {
                 results: shared.clone(),
                 queue,
                 rate_limits: shared.clone(),
+                events: publisher,
                 clock: clock.clone(),
                 limits: config.rate_limits,
                 retention: config.dispatch.retention,
@@ -189,6 +198,7 @@ impl Embedded {
             state,
             executor,
             maintenance,
+            events,
             clock,
             config: config.clone(),
             receiver: Mutex::new(Some(receiver)),

@@ -935,3 +935,57 @@ async fn auto_archive_archives_idle_projects_and_stops_their_schedules() {
         .await;
     assert_eq!(r.body["archived"], false);
 }
+
+#[tokio::test]
+async fn every_finished_run_is_announced_once() {
+    let w = world().await;
+    let mut events = w.app.embedded.events.subscribe();
+    w.app.embedded.start_workers();
+    let done = w.start(&w.owner, json!({})).await;
+    w.finish(&w.owner, &done).await;
+    publish(&w.app, &w.owner, &w.project, slow_version()).await;
+    let slow = w.start(&w.owner, json!({})).await;
+    for _ in 0..500 {
+        if stored(&w.app, &slow).await.status == RunStatus::Running {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    w.app
+        .delete(&format!("{}/{slow}", w.runs()), &w.owner)
+        .await;
+    let r = w
+        .app
+        .post(
+            &format!("/api/v1/projects/{}/schedules", w.project),
+            &w.owner,
+            json!({"cadence": {"kind": "DAILY", "hour": 9}, "enabled": false}),
+        )
+        .await;
+    let schedule = r.body["scheduleId"].as_str().unwrap_or_default().to_owned();
+    let t = scheduled_runs_tests::harness::epoch() + Duration::hours(9);
+    w.app
+        .embedded
+        .state
+        .dispatch
+        .dispatch_scheduled("w", &schedule, t)
+        .await
+        .expect("dispatch");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match tokio::time::timeout(StdDuration::from_secs(10), events.recv()).await {
+            Ok(Ok(e)) => seen.push((e.run_id, e.status.as_str(), e.trigger.as_str())),
+            other => panic!("missing events after {seen:?}: {other:?}"),
+        }
+    }
+    seen.sort();
+    let mut want = vec![
+        (done, "COMPLETED", "API"),
+        (slow, "KILLED", "API"),
+        (Run::scheduled_run_id(&schedule, t), "SKIPPED", "SCHEDULED"),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert!(events.try_recv().is_err(), "each run announced once");
+}

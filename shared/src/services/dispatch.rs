@@ -13,8 +13,8 @@ use crate::domain::model::{
 };
 use crate::domain::policy::{self, RunAuthority};
 use crate::ports::{
-    Clock, PageRequest, ProjectStore, RunCreated, RunMessage, RunQueue, RunStore, ScheduleStore,
-    WorkspaceStore,
+    Clock, EventPublisher, PageRequest, ProjectStore, RunCreated, RunMessage, RunQueue, RunStore,
+    ScheduleStore, WorkspaceStore,
 };
 
 use super::{ProjectAccess, ServiceError};
@@ -38,6 +38,8 @@ pub struct DispatchService {
     pub schedules: Arc<dyn ScheduleStore>,
     pub runs: Arc<dyn RunStore>,
     pub queue: Arc<dyn RunQueue>,
+    /// Skipped runs are finished runs: they are announced too.
+    pub events: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub settings: DispatchSettings,
 }
@@ -113,6 +115,7 @@ impl DispatchService {
             RunCreated::Existing(existing) => self.duplicate(*existing).await,
             RunCreated::Created if skip.is_some() => {
                 tracing::info!(run_id = %run.run_id, schedule_id, reason = ?run.skip_reason, "scheduled run skipped");
+                super::events::announce(self.events.as_ref(), &run).await;
                 Ok(DispatchOutcome::Skipped(Box::new(run)))
             }
             RunCreated::Created => {

@@ -22,8 +22,8 @@ use crate::domain::model::{
 };
 use crate::domain::template::{self, CellView, TemplateContext};
 use crate::ports::{
-    Clock, ConnectionStore, ConnectorFactory, PortError, ProjectStore, QueryError, ResultsStore,
-    RunMessage, RunStore, SecretBox, SqlCacheStore, SqlConnector,
+    Clock, ConnectionStore, ConnectorFactory, EventPublisher, PortError, ProjectStore, QueryError,
+    ResultsStore, RunMessage, RunStore, SecretBox, SqlCacheStore, SqlConnector,
 };
 
 use super::ServiceError;
@@ -77,6 +77,7 @@ pub struct ExecutorService {
     pub cache: Arc<dyn SqlCacheStore>,
     pub connectors: Arc<dyn ConnectorFactory>,
     pub secrets: Arc<dyn SecretBox>,
+    pub events: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub settings: ExecutorSettings,
 }
@@ -135,7 +136,10 @@ impl ExecutorService {
             });
             self.end(&mut ended, RunStatus::Errored, now);
             return match self.runs.update_run(&ended, guard).await {
-                Ok(()) => Ok(None),
+                Ok(()) => {
+                    super::events::announce(self.events.as_ref(), &ended).await;
+                    Ok(None)
+                }
                 Err(PortError::VersionMismatch) => Ok(None),
                 Err(e) => Err(e.into()),
             };
@@ -233,6 +237,7 @@ impl ExecutorService {
         if run.status == RunStatus::Completed && run.update_published_results {
             self.publish_results(&run).await?;
         }
+        super::events::announce(self.events.as_ref(), &run).await;
         Ok(ExecuteOutcome::Finished(Box::new(run)))
     }
 

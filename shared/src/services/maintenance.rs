@@ -12,8 +12,8 @@ use chrono::Duration;
 
 use crate::domain::model::{Run, RunError, RunStatus, StateEvent};
 use crate::ports::{
-    Clock, PageRequest, PortError, ProjectStore, RunMessage, RunQueue, RunStore, ScheduleStore,
-    TriggerBackend, WorkspaceStore,
+    Clock, EventPublisher, PageRequest, PortError, ProjectStore, RunMessage, RunQueue, RunStore,
+    ScheduleStore, TriggerBackend, WorkspaceStore,
 };
 
 use super::ServiceError;
@@ -54,6 +54,7 @@ pub struct MaintenanceService {
     pub runs: Arc<dyn RunStore>,
     pub queue: Arc<dyn RunQueue>,
     pub triggers: Arc<dyn TriggerBackend>,
+    pub events: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub settings: MaintenanceSettings,
 }
@@ -125,6 +126,7 @@ impl MaintenanceService {
             match self.runs.update_run(&ended, guard).await {
                 Ok(()) => {
                     tracing::warn!(run_id = %ended.run_id, schedule_id = ?ended.schedule_id, code, "run ended by the sweeper");
+                    super::events::announce(self.events.as_ref(), &ended).await;
                     if timed_out {
                         report.timed_out += 1;
                     } else {

@@ -5,6 +5,7 @@ mod access;
 pub mod connections;
 pub mod dispatch;
 mod error;
+mod events;
 pub mod executor;
 pub mod maintenance;
 pub mod projects;

@@ -13,8 +13,8 @@ use crate::domain::model::{
 };
 use crate::domain::policy::{self, Denied, ProjectState};
 use crate::ports::{
-    Clock, PortError, ProjectStore, RateLimitStore, ResultsStore, RunFilter, RunMessage, RunQueue,
-    RunStore,
+    Clock, EventPublisher, PortError, ProjectStore, RateLimitStore, ResultsStore, RunFilter,
+    RunMessage, RunQueue, RunStore,
 };
 
 use super::{ProjectAccess, ServiceError};
@@ -68,6 +68,7 @@ pub struct RunService {
     pub results: Arc<dyn ResultsStore>,
     pub queue: Arc<dyn RunQueue>,
     pub rate_limits: Arc<dyn RateLimitStore>,
+    pub events: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub limits: RunRateLimits,
     pub retention: Duration,
@@ -312,6 +313,7 @@ impl RunService {
             match self.runs.update_run(&killed, guard).await {
                 Ok(()) => {
                     tracing::info!(run_id, schedule_id = ?killed.schedule_id, "run killed");
+                    super::events::announce(self.events.as_ref(), &killed).await;
                     return Ok(());
                 }
                 // It moved on (started or finished) meanwhile: look again.

@@ -3,6 +3,7 @@
 //! for SQS and the execute function, and a key-file `SecretBox`.
 
 pub mod clock;
+pub mod events;
 pub mod queue;
 pub mod secret_box;
 pub mod sqlite;
