@@ -336,6 +336,10 @@ async fn scheduler_window_off_and_invalid_input_are_handled() {
         Err(PortError::Unavailable { retryable, .. }) => assert!(!retryable),
         other => panic!("expected a fatal error, got {other:?}"),
     }
+    backend
+        .delete_trigger(&bad)
+        .await
+        .expect("a trigger that cannot exist is deleted");
 }
 
 #[tokio::test]

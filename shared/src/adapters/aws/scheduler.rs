@@ -402,7 +402,13 @@ impl TriggerBackend for SchedulerTriggers {
     }
 
     async fn delete_trigger(&self, schedule: &Schedule) -> Result<(), PortError> {
-        let group = self.config.group_name(&schedule.workspace_id)?;
+        // A name EventBridge would refuse was never created: there is nothing to delete.
+        let Ok(group) = self.config.group_name(&schedule.workspace_id) else {
+            return Ok(());
+        };
+        if check_name("schedule", &schedule.schedule_id).is_err() {
+            return Ok(());
+        }
         match self
             .client
             .delete_schedule()
