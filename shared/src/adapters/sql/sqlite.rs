@@ -15,6 +15,7 @@
 //!   `PRAGMA writable_schema` tricks from corrupting the warehouse.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,16 +108,28 @@ impl SqlConnector for SqliteConnector {
         let conn = Arc::clone(&self.conn);
         let statement = sql.clone();
         let token = cancel.clone();
+        // Stops the statement from inside SQLite (its progress handler) when the run is
+        // cancelled or when this future is dropped, e.g. by a shutting-down runtime: a
+        // blocking query must never outlive the run that started it.
+        let stop = StopOnDrop {
+            flag: Arc::new(AtomicBool::new(false)),
+            interrupt: Arc::clone(&self.interrupt),
+        };
+        let flag = Arc::clone(&stop.flag);
         let mut task = tokio::task::spawn_blocking(move || {
             // A poisoned lock only means an earlier query panicked; the connection itself
             // is still consistent (SQLite rolls back the failed statement).
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            run_query(&conn, &statement, max_rows, &token)
+            conn.progress_handler(PROGRESS_OPS, Some(move || flag.load(Ordering::Relaxed)));
+            let result = run_query(&conn, &statement, max_rows, &token);
+            conn.progress_handler(PROGRESS_OPS, None::<fn() -> bool>);
+            result
         });
         tokio::select! {
             joined = &mut task => return flatten(joined),
             () = cancel.cancelled() => {}
         }
+        stop.flag.store(true, Ordering::Relaxed);
         loop {
             self.interrupt.interrupt();
             if tokio::time::timeout(INTERRUPT_EVERY, &mut task)
@@ -126,6 +139,21 @@ impl SqlConnector for SqliteConnector {
                 return Err(QueryError::Cancelled);
             }
         }
+    }
+}
+
+/// How many virtual-machine instructions SQLite runs between looks at the stop flag.
+const PROGRESS_OPS: std::ffi::c_int = 1_000;
+
+struct StopOnDrop {
+    flag: Arc<AtomicBool>,
+    interrupt: Arc<InterruptHandle>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.interrupt.interrupt();
     }
 }
 
