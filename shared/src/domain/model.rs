@@ -370,6 +370,16 @@ pub struct StateEvent {
     pub timestamp: DateTime<Utc>,
 }
 
+impl StateEvent {
+    pub fn new(event_type: &str, value: &str, timestamp: DateTime<Utc>) -> StateEvent {
+        StateEvent {
+            event_type: event_type.to_owned(),
+            value: value.to_owned(),
+            timestamp,
+        }
+    }
+}
+
 /// One execution (or recorded skip) of a project's published version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -107,9 +107,9 @@ impl DispatchService {
             run.skip_reason = Some(reason);
             run.end_time = Some(now);
             run.state_events
-                .push(event("STATUS", RunStatus::Skipped.as_str(), now));
+                .push(StateEvent::new("STATUS", RunStatus::Skipped.as_str(), now));
             run.state_events
-                .push(event("SKIP_REASON", reason.as_str(), now));
+                .push(StateEvent::new("SKIP_REASON", reason.as_str(), now));
         }
         match self.runs.create_run_if_absent(&run).await? {
             RunCreated::Existing(existing) => self.duplicate(*existing).await,
@@ -287,7 +287,7 @@ impl DispatchService {
             use_cached_sql_results: true,
             input_params: serde_json::Map::new(),
             trace_id: uuid::Uuid::new_v4().simple().to_string(),
-            state_events: vec![event("STATUS", RunStatus::Pending.as_str(), now)],
+            state_events: vec![StateEvent::new("STATUS", RunStatus::Pending.as_str(), now)],
             expires_at: now + self.settings.retention,
             attempt: 0,
             lease_until: None,
@@ -303,12 +303,4 @@ enum Decision {
         version: u32,
         authority: RunAuthority,
     },
-}
-
-fn event(event_type: &str, value: &str, at: DateTime<Utc>) -> StateEvent {
-    StateEvent {
-        event_type: event_type.to_owned(),
-        value: value.to_owned(),
-        timestamp: at,
-    }
 }

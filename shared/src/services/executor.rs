@@ -149,11 +149,15 @@ impl ExecutorService {
         started.attempt += 1;
         started.lease_until = Some(now + self.settings.lease);
         started.start_time.get_or_insert(now);
-        started.state_events.push(event("STATUS", "RUNNING", now));
+        started
+            .state_events
+            .push(StateEvent::new("STATUS", "RUNNING", now));
         if crashed {
-            started
-                .state_events
-                .push(event("RETRY", &format!("attempt {}", started.attempt), now));
+            started.state_events.push(StateEvent::new(
+                "RETRY",
+                &format!("attempt {}", started.attempt),
+                now,
+            ));
         }
         match self.runs.update_run(&started, guard).await {
             Ok(()) => {
@@ -245,7 +249,8 @@ impl ExecutorService {
         run.status = status;
         run.end_time = Some(now);
         run.lease_until = None;
-        run.state_events.push(event("STATUS", status.as_str(), now));
+        run.state_events
+            .push(StateEvent::new("STATUS", status.as_str(), now));
     }
 
     async fn publish_results(&self, run: &Run) -> Result<(), ServiceError> {
@@ -535,14 +540,6 @@ fn errored_cell(cell_id: &str, error: String, started: Instant) -> CellResult {
 
 fn millis(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-fn event(event_type: &str, value: &str, at: DateTime<Utc>) -> StateEvent {
-    StateEvent {
-        event_type: event_type.to_owned(),
-        value: value.to_owned(),
-        timestamp: at,
-    }
 }
 
 /// Renews the run's lease while it executes and cancels the execution when the run was

@@ -59,14 +59,6 @@ pub struct MaintenanceService {
     pub settings: MaintenanceSettings,
 }
 
-fn event(event_type: &str, value: &str, at: chrono::DateTime<chrono::Utc>) -> StateEvent {
-    StateEvent {
-        event_type: event_type.to_owned(),
-        value: value.to_owned(),
-        timestamp: at,
-    }
-}
-
 impl MaintenanceService {
     pub async fn sweep(&self) -> Result<SweepReport, ServiceError> {
         let mut report = SweepReport::default();
@@ -122,7 +114,9 @@ impl MaintenanceService {
                 message,
                 cell_id: None,
             });
-            ended.state_events.push(event("STATUS", "ERRORED", now));
+            ended
+                .state_events
+                .push(StateEvent::new("STATUS", "ERRORED", now));
             match self.runs.update_run(&ended, guard).await {
                 Ok(()) => {
                     tracing::warn!(run_id = %ended.run_id, schedule_id = ?ended.schedule_id, code, "run ended by the sweeper");

@@ -148,11 +148,7 @@ impl RunService {
             use_cached_sql_results: request.use_cached_sql_results.unwrap_or(true),
             input_params: request.input_params.unwrap_or_default(),
             trace_id,
-            state_events: vec![StateEvent {
-                event_type: "STATUS".into(),
-                value: RunStatus::Pending.as_str().into(),
-                timestamp: now,
-            }],
+            state_events: vec![StateEvent::new("STATUS", RunStatus::Pending.as_str(), now)],
             expires_at: now + self.retention,
             attempt: 0,
             lease_until: None,
@@ -300,16 +296,12 @@ impl RunService {
             killed.status = RunStatus::Killed;
             killed.end_time = Some(now);
             killed.lease_until = None;
-            killed.state_events.push(StateEvent {
-                event_type: "STATUS".into(),
-                value: RunStatus::Killed.as_str().into(),
-                timestamp: now,
-            });
-            killed.state_events.push(StateEvent {
-                event_type: "KILLED_BY".into(),
-                value: caller.user_id.clone(),
-                timestamp: now,
-            });
+            killed
+                .state_events
+                .push(StateEvent::new("STATUS", RunStatus::Killed.as_str(), now));
+            killed
+                .state_events
+                .push(StateEvent::new("KILLED_BY", &caller.user_id, now));
             match self.runs.update_run(&killed, guard).await {
                 Ok(()) => {
                     tracing::info!(run_id, schedule_id = ?killed.schedule_id, "run killed");
