@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use scheduled_runs::adapters::notify::smtp::SmtpDeliverer;
 use scheduled_runs::aws_deployment::{Aws, AwsSettings};
 use scheduled_runs::demo::{DEMO_ADMIN, DEMO_WORKSPACE};
 use scheduled_runs::domain::model::{Plan, WorkspaceRole};
 use scheduled_runs::embedded::{DB_FILE, Embedded, EmbeddedConfig, load_or_create_secret};
 use scheduled_runs::http::jwt;
-use scheduled_runs::ports::{Clock, SystemClock};
+use scheduled_runs::ports::{Clock, Secret, SystemClock};
 use scheduled_runs::services::workspaces::WorkspaceService;
 
 /// Environment variable that overrides the JWT secret kept in the data directory.
@@ -78,6 +79,26 @@ struct ServeArgs {
     /// Do not create the demo workspace and project.
     #[arg(long)]
     no_demo: bool,
+    /// Where notification e-mail goes: smtp://HOST:PORT (smtps://HOST:PORT for TLS;
+    /// credentials as smtp://USER:PASS@HOST:PORT). Without it, e-mail deliveries are
+    /// recorded as failed.
+    #[arg(
+        long,
+        env = "SCHEDULED_RUNS_SMTP_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    smtp_url: Option<String>,
+    /// The sender of notification e-mail, e.g. "Runs <runs@example.com>".
+    #[arg(long, value_name = "ADDRESS")]
+    email_from: Option<String>,
+    /// Base of the run links in notifications and responses [default: http://<addr>].
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Development only: let Slack and webhook targets be loopback addresses, also over
+    /// plain http (http://127.0.0.1:PORT/...). Every other SSRF rule still holds.
+    #[arg(long)]
+    allow_loopback_webhooks: bool,
 }
 
 #[derive(Subcommand)]
@@ -199,7 +220,15 @@ fn mint(
 }
 
 fn embedded(data_dir: &Path, public_url: String) -> Result<Embedded> {
-    let config = EmbeddedConfig::new(data_dir.to_owned(), public_url, secret(data_dir)?);
+    open(EmbeddedConfig::new(
+        data_dir.to_owned(),
+        public_url,
+        secret(data_dir)?,
+    ))
+}
+
+fn open(config: EmbeddedConfig) -> Result<Embedded> {
+    let data_dir = config.data_dir.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Embedded::open(&config, clock).map_err(|e| {
         anyhow!(
@@ -210,8 +239,33 @@ fn embedded(data_dir: &Path, public_url: String) -> Result<Embedded> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let public_url = format!("http://{}", args.addr);
-    let app = embedded(&args.data.data_dir, public_url.clone())?;
+    let public_url = match &args.public_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            url.trim_end_matches('/').to_owned()
+        }
+        Some(url) => bail!("--public-url must start with http:// or https://, got {url:?}"),
+        None => format!("http://{}", args.addr),
+    };
+    let data_dir = &args.data.data_dir;
+    let mut config =
+        EmbeddedConfig::new(data_dir.to_owned(), public_url.clone(), secret(data_dir)?);
+    if let Some(from) = &args.email_from {
+        config.email_from = from.clone();
+    }
+    if let Some(url) = args.smtp_url.as_deref().filter(|u| !u.is_empty()) {
+        // Checked here so that a bad URL is reported as such (and never printed).
+        SmtpDeliverer::new(url, &config.email_from).map_err(|e| anyhow!("--smtp-url: {e}"))?;
+        config.smtp_url = Some(Secret::new(url));
+    } else {
+        tracing::info!("no --smtp-url: e-mail notifications will be recorded as failed");
+    }
+    config.allow_loopback_webhooks = args.allow_loopback_webhooks;
+    if args.allow_loopback_webhooks {
+        tracing::warn!(
+            "--allow-loopback-webhooks: Slack and webhook notifications may reach loopback addresses (development only)"
+        );
+    }
+    let app = open(config)?;
     if !args.no_demo {
         let seed = app
             .seed_demo()
@@ -237,6 +291,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow!("cannot start the scheduler: {e}"))?;
     let workers = app.start_workers();
+    let notifier = app.start_notifier();
     let maintenance = app.start_maintenance();
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -252,6 +307,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     maintenance.abort();
     if let Some(workers) = workers {
         workers.abort();
+    }
+    if let Some(notifier) = notifier {
+        notifier.abort();
     }
     Ok(())
 }

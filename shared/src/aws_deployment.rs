@@ -16,13 +16,17 @@ use crate::adapters::aws::scheduler::{SchedulerConfig, SchedulerTriggers};
 use crate::adapters::aws::sns::SnsEventPublisher;
 use crate::adapters::aws::sqs::SqsRunQueue;
 use crate::adapters::local::secret_box::LocalSecretBox;
+use crate::adapters::notify::unavailable::NotificationStoreUnavailable;
+use crate::domain::ssrf::UrlPolicy;
 use crate::http::AppState;
 use crate::http::auth::{ClaimNames, IdentityResolver};
 use crate::ports::{Clock, SystemClock};
 use crate::services::connections::ConnectionService;
 use crate::services::dispatch::{DispatchService, DispatchSettings};
 use crate::services::executor::{ExecutorService, ExecutorSettings};
+use crate::services::integrations::IntegrationService;
 use crate::services::maintenance::{MaintenanceService, MaintenanceSettings};
+use crate::services::notify::NotificationRules;
 use crate::services::projects::ProjectService;
 use crate::services::reconcile::ReconcileService;
 use crate::services::runs::{RunRateLimits, RunService};
@@ -241,6 +245,16 @@ impl Aws {
             retention: self.settings.retention(),
             ..DispatchSettings::default()
         };
+        // Until the DynamoDB store implements the notification ports (DeliveryStore,
+        // IntegrationStore, RunEventOutbox): e-mail notifications only, no integrations.
+        let notification_store = Arc::new(NotificationStoreUnavailable);
+        let notifications = Arc::new(NotificationRules {
+            workspaces: store.clone(),
+            projects: store.clone(),
+            integrations: notification_store.clone(),
+            deliveries: notification_store.clone(),
+            url_policy: UrlPolicy::default(),
+        });
         Ok(AppState {
             projects: Arc::new(ProjectService {
                 workspaces: store.clone(),
@@ -257,6 +271,7 @@ impl Aws {
                 runs: store.clone(),
                 triggers,
                 clock: clock.clone(),
+                notifications: notifications.clone(),
             }),
             dispatch: Arc::new(self.dispatch_with(
                 store.clone(),
@@ -271,14 +286,22 @@ impl Aws {
                 queue,
                 rate_limits: store.clone(),
                 events: self.events()?,
+                notifications,
                 clock: clock.clone(),
                 limits: RunRateLimits::default(),
                 retention: self.settings.retention(),
             }),
             connections: Arc::new(ConnectionService {
                 connections: store.clone(),
+                secrets: secrets.clone(),
+                clock: clock.clone(),
+            }),
+            integrations: Arc::new(IntegrationService {
+                workspaces: store.clone(),
+                integrations: notification_store,
                 secrets,
                 clock: clock.clone(),
+                url_policy: UrlPolicy::default(),
             }),
             workspaces: Arc::new(WorkspaceService {
                 workspaces: store,

@@ -17,14 +17,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use scheduled_runs::domain::cadence::Cadence;
 use scheduled_runs::domain::model::{
-    CachedResult, CellResult, CellStatus, Connection, ConnectionKind, Member, OverlapPolicy, Plan,
-    Project, ProjectRole, PublishedResults, Run, RunError, RunGuard, RunStatus, RunTrigger,
-    Schedule, StateEvent, User, VersionBody, Workspace, WorkspaceRole,
+    CachedResult, CellResult, CellStatus, Connection, ConnectionKind, DeliveryChannel,
+    DeliveryRecord, DeliveryStatus, Integrations, Member, NotificationSettings, OverlapPolicy,
+    Plan, Project, ProjectRole, PublishedResults, Run, RunError, RunGuard, RunStatus, RunTrigger,
+    Schedule, SlackIntegration, StateEvent, User, VersionBody, WebhookSigningSecret, Workspace,
+    WorkspaceRole,
 };
 use scheduled_runs::ports::{
-    ConnectionStore, LimitKind, Page, PageRequest, PortError, ProjectStore, RateLimitStore,
-    ResultsStore, RunCreated, RunFilter, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore,
-    SqlCacheStore, WorkspaceStore,
+    ConnectionStore, DeliveryClaim, DeliveryStore, IntegrationStore, LimitKind, Page, PageRequest,
+    PortError, ProjectStore, RateLimitStore, ResultsStore, RunCreated, RunEventOutbox, RunFilter,
+    RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore, WorkspaceStore,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -121,6 +123,7 @@ macro_rules! store_contract_tests {
             sql_cache_get_expiry_and_overwrite,
             rate_limit_counts_up_to_the_limit_per_window,
             concurrent_hits_count_exactly_the_limit,
+            notification_settings_round_trip_on_schedules_and_runs,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -232,6 +235,7 @@ fn schedule_value(
         created_at,
         updated_at: created_at,
         version: 1,
+        notifications: Default::default(),
     }
 }
 
@@ -291,6 +295,9 @@ fn run_value(
         lease_until: None,
         cells: Vec::new(),
         error: None,
+        notification_settings: Default::default(),
+        event_pending: false,
+        notifications: Vec::new(),
     }
 }
 
@@ -3082,5 +3089,592 @@ pub async fn concurrent_hits_count_exactly_the_limit(s: &Stores) {
             .hit(&key, window, window_expiry(), 20)
             .await
             .expect("hit")
+    );
+}
+
+/// The notification settings of SPEC §7 travel inside the schedule and run records: every
+/// field, including the JSON value of a condition, comes back as it was written.
+pub async fn notification_settings_round_trip_on_schedules_and_runs(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let project = new_project(s, &ws, "ada", at(2, 9, 0)).await;
+    let settings: NotificationSettings = serde_json::from_value(json!({
+        "subscriptions": [
+            {"on": "SUCCESS", "recipients": {"userIds": ["ada"], "emails": ["ops@example.com"]}},
+            {"on": "FAILURE", "includeSkipped": true,
+             "recipients": {"slackChannelIds": ["C1"], "webhookUrls": ["https://hooks.example.com/x?t=1"]}}
+        ],
+        "conditional": [
+            {"name": "big", "cellId": "c1", "condition": {"measure": "ROW_COUNT", "op": "GT", "value": 10},
+             "recipients": {"emails": ["ops@example.com"]}},
+            {"name": "ratio", "cellId": "c1",
+             "condition": {"measure": "VALUE", "column": "r", "op": "LTE", "value": 0.25},
+             "recipients": {"emails": ["ops@example.com"]}},
+            {"name": "label", "cellId": "c1",
+             "condition": {"measure": "VALUE", "column": "l", "op": "EQ", "value": "red"},
+             "recipients": {"emails": ["ops@example.com"]}},
+            {"name": "empty", "cellId": "c1", "condition": {"measure": "VALUE", "column": "l", "op": "IS_EMPTY"},
+             "recipients": {"emails": ["ops@example.com"]}}
+        ]
+    }))
+    .expect("settings JSON");
+    let schedule = Schedule {
+        notifications: settings.clone(),
+        ..schedule_value(&project, "ada", false, at(2, 9, 0))
+    };
+    s.schedules
+        .insert_schedule(&schedule, &ScheduleLimits::default())
+        .await
+        .expect("insert");
+    let stored = s
+        .schedules
+        .get_schedule(&ws, &schedule.schedule_id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.notifications, settings);
+    let run = Run {
+        notification_settings: settings.clone(),
+        ..run_value(
+            &project,
+            Some(&schedule),
+            Some(at(3, 9, 0)),
+            at(3, 9, 0),
+            at(30, 0, 0),
+        )
+    };
+    create_run(s, &run).await;
+    let stored = s
+        .runs
+        .get_run(&ws, &run.run_id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.notification_settings, settings);
+    assert_eq!(stored, run);
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications: the run-event outbox, deliveries and integrations
+// ---------------------------------------------------------------------------------------
+
+/// The store under test with the notification ports too. Separate from `Stores` (and its
+/// macro, `notification_store_contract_tests!`) so a backend can run the rest of the
+/// contract before it implements these ports; once it does, its test file adds one line.
+#[derive(Clone)]
+pub struct NotifyStores {
+    pub base: Stores,
+    pub outbox: Arc<dyn RunEventOutbox>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub integrations: Arc<dyn IntegrationStore>,
+}
+
+impl NotifyStores {
+    pub fn from_store<S>(store: S) -> NotifyStores
+    where
+        S: WorkspaceStore
+            + ProjectStore
+            + ScheduleStore
+            + RunStore
+            + ResultsStore
+            + ConnectionStore
+            + SqlCacheStore
+            + RateLimitStore
+            + RunEventOutbox
+            + DeliveryStore
+            + IntegrationStore
+            + Clone
+            + 'static,
+    {
+        let shared = Arc::new(store.clone());
+        NotifyStores {
+            base: Stores::from_store(store),
+            outbox: shared.clone(),
+            deliveries: shared.clone(),
+            integrations: shared,
+        }
+    }
+}
+
+/// Like `store_contract_tests!`, for the notification ports; `$fresh` returns
+/// `(guard, NotifyStores)`.
+#[macro_export]
+macro_rules! notification_store_contract_tests {
+    ($fresh:path) => {
+        $crate::notification_store_contract_tests!(@each $fresh;
+            outbox_lists_pending_events_and_clears_only_the_flag,
+            outbox_pages_and_stays_in_its_workspace,
+            delivery_claims_are_exclusive_until_final_or_expired,
+            concurrent_claims_hand_a_delivery_to_one_claimant,
+            deliveries_belong_to_their_run_and_workspace,
+            integration_parts_change_independently,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_guard, stores) = $fresh().await;
+                $crate::contract::$name(&stores).await;
+            }
+        )*
+    };
+}
+
+fn ended(run: &Run, status: RunStatus, t: DateTime<Utc>) -> Run {
+    let mut next = Run {
+        status,
+        end_time: Some(t),
+        event_pending: true,
+        ..run.clone()
+    };
+    next.state_events.push(status_event(status, t));
+    next
+}
+
+async fn pending_among(s: &NotifyStores, mine: &HashSet<String>) -> Vec<String> {
+    let (all, _) = all_pages(100, |page| {
+        let s = s.clone();
+        async move { s.outbox.list_pending_events(&page).await }
+    })
+    .await;
+    let mut ids: Vec<String> = all
+        .into_iter()
+        .filter(|r| mine.contains(&r.run_id))
+        .map(|r| r.run_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+pub async fn outbox_lists_pending_events_and_clears_only_the_flag(s: &NotifyStores) {
+    let b = &s.base;
+    let ws = new_workspace(b, Plan::Team).await;
+    let project = new_project(b, &ws, "ada", at(2, 9, 0)).await;
+    // Ended by an update (the executor), created ended (a skip), and one without event.
+    let running = started(
+        &run_value(&project, None, None, at(3, 9, 0), at(30, 0, 0)),
+        1,
+        at(3, 9, 1),
+    );
+    create_run(b, &running).await;
+    let finished = ended(&running, RunStatus::Completed, at(3, 9, 2));
+    b.runs
+        .update_run(&finished, running.guard())
+        .await
+        .expect("end the run");
+    let skipped = ended(
+        &run_value(&project, None, None, at(3, 10, 0), at(30, 0, 0)),
+        RunStatus::Skipped,
+        at(3, 10, 0),
+    );
+    create_run(b, &skipped).await;
+    let quiet = Run {
+        event_pending: false,
+        ..ended(
+            &run_value(&project, None, None, at(3, 11, 0), at(30, 0, 0)),
+            RunStatus::Errored,
+            at(3, 11, 1),
+        )
+    };
+    create_run(b, &quiet).await;
+    let mine: HashSet<String> = [&finished, &skipped, &quiet]
+        .iter()
+        .map(|r| r.run_id.clone())
+        .collect();
+    let mut expected = vec![finished.run_id.clone(), skipped.run_id.clone()];
+    expected.sort();
+    assert_eq!(pending_among(s, &mine).await, expected);
+
+    s.outbox
+        .mark_event_published(&ws, &finished.run_id)
+        .await
+        .expect("mark");
+    assert_eq!(pending_among(s, &mine).await, vec![skipped.run_id.clone()]);
+    let stored = b
+        .runs
+        .get_run(&ws, &finished.run_id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        stored,
+        Run {
+            event_pending: false,
+            ..finished.clone()
+        },
+        "only the flag changed"
+    );
+    // Marking again, or a run that does not exist, changes nothing and succeeds.
+    s.outbox
+        .mark_event_published(&ws, &finished.run_id)
+        .await
+        .expect("mark again");
+    s.outbox
+        .mark_event_published(&ws, &unique("run"))
+        .await
+        .expect("mark a missing run");
+    // The terminal state still refuses a second ending.
+    assert_version_mismatch(
+        b.runs.update_run(&finished, running.guard()).await,
+        "the run stays ended once",
+    );
+}
+
+pub async fn outbox_pages_and_stays_in_its_workspace(s: &NotifyStores) {
+    let b = &s.base;
+    let ws = new_workspace(b, Plan::Team).await;
+    let other = new_workspace(b, Plan::Team).await;
+    let project = new_project(b, &ws, "ada", at(2, 9, 0)).await;
+    let mut mine = HashSet::new();
+    for i in 0..5 {
+        let run = ended(
+            &run_value(&project, None, None, at(3, 9, i), at(30, 0, 0)),
+            RunStatus::Skipped,
+            at(3, 9, i),
+        );
+        create_run(b, &run).await;
+        mine.insert(run.run_id.clone());
+    }
+    let (all, sizes) = all_pages(2, |page| {
+        let s = s.clone();
+        async move { s.outbox.list_pending_events(&page).await }
+    })
+    .await;
+    assert!(
+        sizes.len() >= 3,
+        "five pending events take pages of two: {sizes:?}"
+    );
+    let listed: HashSet<String> = all
+        .iter()
+        .filter(|r| mine.contains(&r.run_id))
+        .map(|r| r.run_id.clone())
+        .collect();
+    assert_eq!(listed, mine, "every pending event once");
+    let some = mine.iter().next().cloned().expect("a run");
+    s.outbox
+        .mark_event_published(&other, &some)
+        .await
+        .expect("another workspace's mark succeeds ...");
+    assert_eq!(
+        pending_among(s, &HashSet::from([some.clone()])).await,
+        vec![some],
+        "... and clears nothing"
+    );
+}
+
+fn delivery(
+    id: &str,
+    channel: DeliveryChannel,
+    target: &str,
+    token: &str,
+    now: DateTime<Utc>,
+) -> DeliveryRecord {
+    DeliveryRecord {
+        delivery_id: id.to_owned(),
+        channel,
+        target: target.to_owned(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        error: None,
+        reasons: vec!["SUCCESS".to_owned(), "CONDITION:big orders".to_owned()],
+        created_at: now,
+        updated_at: now,
+        claim_token: Some(token.to_owned()),
+        lease_until: Some(now + Duration::minutes(5)),
+    }
+}
+
+async fn ended_run(s: &NotifyStores) -> (String, Run) {
+    let b = &s.base;
+    let ws = new_workspace(b, Plan::Team).await;
+    let project = new_project(b, &ws, "ada", at(2, 9, 0)).await;
+    let run = ended(
+        &run_value(&project, None, None, at(3, 9, 0), at(30, 0, 0)),
+        RunStatus::Completed,
+        at(3, 9, 5),
+    );
+    create_run(b, &run).await;
+    (ws, run)
+}
+
+pub async fn delivery_claims_are_exclusive_until_final_or_expired(s: &NotifyStores) {
+    let (ws, run) = ended_run(s).await;
+    let t0 = at(3, 9, 6);
+    let first = delivery(
+        "d1",
+        DeliveryChannel::Email,
+        "a***@example.com",
+        "first",
+        t0,
+    );
+    let claimed = s
+        .deliveries
+        .claim_delivery(&ws, &run.run_id, &first, t0)
+        .await
+        .expect("claim");
+    assert_eq!(claimed, DeliveryClaim::Claimed(first.clone()));
+
+    // While the lease holds, another claimant finds it busy.
+    let second = delivery(
+        "d1",
+        DeliveryChannel::Email,
+        "a***@example.com",
+        "second",
+        at(3, 9, 7),
+    );
+    assert_eq!(
+        s.deliveries
+            .claim_delivery(&ws, &run.run_id, &second, at(3, 9, 7))
+            .await
+            .expect("claim"),
+        DeliveryClaim::Busy(first.clone())
+    );
+
+    // The first claimant records an attempt and renews its lease.
+    let attempted = DeliveryRecord {
+        attempts: 1,
+        error: Some("the endpoint answered 503".to_owned()),
+        updated_at: at(3, 9, 8),
+        lease_until: Some(at(3, 9, 13)),
+        ..first.clone()
+    };
+    s.deliveries
+        .save_delivery(&ws, &run.run_id, &attempted)
+        .await
+        .expect("save under the claim");
+
+    // It dies; once its lease ran out (at the instant itself too), the next takes over
+    // and keeps the attempts made.
+    let third = delivery(
+        "d1",
+        DeliveryChannel::Email,
+        "a***@example.com",
+        "third",
+        at(3, 9, 13),
+    );
+    let DeliveryClaim::Claimed(taken) = s
+        .deliveries
+        .claim_delivery(&ws, &run.run_id, &third, at(3, 9, 13))
+        .await
+        .expect("claim")
+    else {
+        panic!("an expired claim is taken over");
+    };
+    assert_eq!(
+        taken,
+        DeliveryRecord {
+            claim_token: Some("third".to_owned()),
+            lease_until: third.lease_until,
+            updated_at: third.updated_at,
+            ..attempted.clone()
+        }
+    );
+    // The one that lost the claim can no longer write.
+    assert_version_mismatch(
+        s.deliveries
+            .save_delivery(
+                &ws,
+                &run.run_id,
+                &DeliveryRecord {
+                    attempts: 2,
+                    ..attempted.clone()
+                },
+            )
+            .await,
+        "a lost claim",
+    );
+    let delivered = DeliveryRecord {
+        status: DeliveryStatus::Delivered,
+        attempts: 2,
+        error: None,
+        lease_until: None,
+        ..taken.clone()
+    };
+    s.deliveries
+        .save_delivery(&ws, &run.run_id, &delivered)
+        .await
+        .expect("save the outcome");
+    // A final delivery is done for every later claim, however late.
+    assert_eq!(
+        s.deliveries
+            .claim_delivery(
+                &ws,
+                &run.run_id,
+                &delivery("d1", DeliveryChannel::Email, "x", "fourth", at(9, 0, 0)),
+                at(9, 0, 0)
+            )
+            .await
+            .expect("claim"),
+        DeliveryClaim::Done(delivered.clone())
+    );
+    assert_eq!(
+        s.deliveries
+            .list_deliveries(&ws, &run.run_id)
+            .await
+            .expect("list"),
+        vec![delivered]
+    );
+    assert_not_found(
+        s.deliveries
+            .save_delivery(
+                &ws,
+                &run.run_id,
+                &delivery("nope", DeliveryChannel::Email, "x", "t", t0),
+            )
+            .await,
+        "an unknown delivery",
+    );
+}
+
+pub async fn concurrent_claims_hand_a_delivery_to_one_claimant(s: &NotifyStores) {
+    let (ws, run) = ended_run(s).await;
+    let now = at(3, 9, 6);
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (s, ws, run_id, barrier) = (s.clone(), ws.clone(), run.run_id.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let record = delivery(
+                "d1",
+                DeliveryChannel::Webhook,
+                "hooks.example.com/…/abcd",
+                &format!("c{i}"),
+                now,
+            );
+            barrier.wait().await;
+            s.deliveries
+                .claim_delivery(&ws, &run_id, &record, now)
+                .await
+                .expect("claim")
+        }));
+    }
+    let mut claimed = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            DeliveryClaim::Claimed(_) => claimed += 1,
+            DeliveryClaim::Busy(_) => {}
+            DeliveryClaim::Done(r) => panic!("nothing is done yet: {r:?}"),
+        }
+    }
+    assert_eq!(claimed, 1, "exactly one claimant");
+}
+
+pub async fn deliveries_belong_to_their_run_and_workspace(s: &NotifyStores) {
+    let (ws, run) = ended_run(s).await;
+    let (other_ws, other_run) = ended_run(s).await;
+    let now = at(3, 9, 6);
+    for (id, channel, target) in [
+        ("d3", DeliveryChannel::Webhook, "hooks.example.com/…/abcd"),
+        ("d1", DeliveryChannel::Email, "b***@example.com"),
+        ("d2", DeliveryChannel::Email, "a***@example.com"),
+        ("d4", DeliveryChannel::Slack, "C1"),
+    ] {
+        s.deliveries
+            .claim_delivery(
+                &ws,
+                &run.run_id,
+                &delivery(id, channel, target, "t", now),
+                now,
+            )
+            .await
+            .expect("claim");
+    }
+    s.deliveries
+        .claim_delivery(
+            &other_ws,
+            &other_run.run_id,
+            &delivery("d1", DeliveryChannel::Email, "z***@example.com", "t", now),
+            now,
+        )
+        .await
+        .expect("the same delivery id on another run is another delivery");
+    let listed: Vec<String> = s
+        .deliveries
+        .list_deliveries(&ws, &run.run_id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.delivery_id)
+        .collect();
+    assert_eq!(listed, ["d2", "d1", "d4", "d3"], "by channel, then target");
+    assert_eq!(
+        s.deliveries
+            .list_deliveries(&other_ws, &run.run_id)
+            .await
+            .expect("list"),
+        vec![],
+        "a run is not reachable through another workspace"
+    );
+    assert_not_found(
+        s.deliveries
+            .claim_delivery(
+                &other_ws,
+                &run.run_id,
+                &delivery("d9", DeliveryChannel::Email, "x", "t", now),
+                now,
+            )
+            .await,
+        "a claim through another workspace",
+    );
+    assert_not_found(
+        s.deliveries
+            .claim_delivery(
+                &ws,
+                &unique("run"),
+                &delivery("d9", DeliveryChannel::Email, "x", "t", now),
+                now,
+            )
+            .await,
+        "a claim on a run that does not exist",
+    );
+}
+
+pub async fn integration_parts_change_independently(s: &NotifyStores) {
+    let ws = new_workspace(&s.base, Plan::Team).await;
+    let other = new_workspace(&s.base, Plan::Team).await;
+    assert_eq!(
+        s.integrations.get_integrations(&ws).await.expect("get"),
+        Integrations::default()
+    );
+    let slack = SlackIntegration {
+        channel_ids: vec!["C1".to_owned(), "C2".to_owned()],
+        sealed_webhook_urls: "sealed-1".to_owned(),
+        updated_by: "ada".to_owned(),
+        updated_at: at(3, 9, 0),
+    };
+    s.integrations
+        .put_slack_integration(&ws, &slack)
+        .await
+        .expect("put slack");
+    let secret = WebhookSigningSecret {
+        sealed_secret: "sealed-secret".to_owned(),
+        rotated_by: "ada".to_owned(),
+        rotated_at: at(3, 10, 0),
+    };
+    s.integrations
+        .put_webhook_secret(&ws, &secret)
+        .await
+        .expect("put secret");
+    let replaced = SlackIntegration {
+        channel_ids: vec!["C3".to_owned()],
+        sealed_webhook_urls: "sealed-2".to_owned(),
+        updated_at: at(3, 11, 0),
+        ..slack
+    };
+    s.integrations
+        .put_slack_integration(&ws, &replaced)
+        .await
+        .expect("replace slack");
+    assert_eq!(
+        s.integrations.get_integrations(&ws).await.expect("get"),
+        Integrations {
+            slack: Some(replaced),
+            webhook_secret: Some(secret),
+        }
+    );
+    assert_eq!(
+        s.integrations.get_integrations(&other).await.expect("get"),
+        Integrations::default(),
+        "another workspace has none"
     );
 }

@@ -60,8 +60,23 @@ impl TestApp {
         Self::open(dir, epoch())
     }
 
+    /// A deployment whose configuration `configure` adjusts (e.g. the notification flags
+    /// of `serve`: an SMTP sender, loopback webhooks).
+    pub fn with_config(configure: impl FnOnce(&mut EmbeddedConfig)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::open_with(dir, epoch(), configure)
+    }
+
     /// Opens (or re-opens) the deployment whose state lives in `dir`.
     pub fn open(dir: tempfile::TempDir, now: DateTime<Utc>) -> TestApp {
+        Self::open_with(dir, now, |_| {})
+    }
+
+    fn open_with(
+        dir: tempfile::TempDir,
+        now: DateTime<Utc>,
+        configure: impl FnOnce(&mut EmbeddedConfig),
+    ) -> TestApp {
         let clock = Arc::new(ManualClock::new(now));
         let mut config = EmbeddedConfig::new(
             dir.path().to_owned(),
@@ -70,6 +85,10 @@ impl TestApp {
         );
         // Notice cancels quickly; the simulated clock never moves on its own.
         config.executor.watch_interval = std::time::Duration::from_millis(20);
+        // Notification retries in milliseconds rather than seconds.
+        config.notify.first_backoff = std::time::Duration::from_millis(20);
+        config.notify.max_backoff = std::time::Duration::from_millis(100);
+        configure(&mut config);
         let embedded = Embedded::open(&config, clock.clone()).expect("open embedded deployment");
         let router = embedded.router();
         TestApp {

@@ -1,7 +1,9 @@
 //! Integration tests of scheduled-runs that need more than one crate's view. The store
 //! contract suite lives here as a library so every backend's test file runs the very same
-//! behaviours (see `contract`); `harness` drives the embedded deployment end to end.
+//! behaviours (see `contract`); `harness` drives the embedded deployment end to end;
+//! `peers` are the protocol peers notifications are delivered to.
 
 pub mod contract;
 pub mod harness;
 pub mod lambda_runtime_stub;
+pub mod peers;

@@ -136,6 +136,7 @@ fn schedule(workspace_id: &str, project_id: &str, schedule_id: &str) -> Schedule
         created_at: at(1, 9),
         updated_at: at(1, 9),
         version: 1,
+        notifications: Default::default(),
     }
 }
 

@@ -89,6 +89,7 @@ async fn state_survives_reopening_the_file() {
         created_at: at(2, 9),
         updated_at: at(2, 9),
         version: 1,
+        notifications: Default::default(),
     };
     let fire = at(3, 11);
     let run = Run {
@@ -115,6 +116,9 @@ async fn state_survives_reopening_the_file() {
         lease_until: None,
         cells: Vec::new(),
         error: None,
+        notification_settings: Default::default(),
+        event_pending: false,
+        notifications: Vec::new(),
     };
 
     {
@@ -288,6 +292,9 @@ async fn purge_removes_only_expired_runs() {
         lease_until: None,
         cells: Vec::new(),
         error: None,
+        notification_settings: Default::default(),
+        event_pending: false,
+        notifications: Vec::new(),
     };
     for r in [
         run("old", at(10, 0)),

@@ -1,6 +1,8 @@
 //! Implementations of the ports. `local` is the embedded deployment (SQLite, in-process
-//! timer and queue); the AWS adapters live beside it. Only the binaries choose between them.
+//! timer, queue and event bus); the AWS adapters live beside it; `notify` holds the
+//! notification channels both deployments use. Only the binaries choose between them.
 
 pub mod aws;
 pub mod local;
+pub mod notify;
 pub mod sql;

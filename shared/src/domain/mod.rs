@@ -7,5 +7,7 @@ pub mod cron;
 pub mod fire_times;
 pub mod inputs;
 pub mod model;
+pub mod notifications;
 pub mod policy;
+pub mod ssrf;
 pub mod template;

@@ -265,6 +265,10 @@ pub struct Schedule {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
+    /// Who hears about the schedule's runs (SPEC §7). Absent in records written before
+    /// notifications existed.
+    #[serde(default, skip_serializing_if = "NotificationSettings::is_empty")]
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -418,6 +422,18 @@ pub struct Run {
     pub cells: Vec<CellResult>,
     #[serde(default)]
     pub error: Option<RunError>,
+    /// The notifications in force for this run, fixed when it is created: the schedule's
+    /// (scheduled and manual runs) or the request's (API runs).
+    #[serde(default, skip_serializing_if = "NotificationSettings::is_empty")]
+    pub notification_settings: NotificationSettings,
+    /// True from the write that ends the run until its run event has been handed over
+    /// (the outbox flag: a publish that failed is retried by the sweeper).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub event_pending: bool,
+    /// The deliveries of the run's notifications. Kept by the `DeliveryStore`, not in the
+    /// run record: services fill it in when they read a run for display.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<DeliveryRecord>,
 }
 
 /// The guard of a conditional run update: the status and attempt the writer last saw.
@@ -574,6 +590,316 @@ impl Run {
 
 const RUN_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6f3c_2b1e_9a47_4d0c_8e15_5a3b_7c9d_e201);
+
+// ---------------------------------------------------------------------------------------
+// Notifications (SPEC §7)
+// ---------------------------------------------------------------------------------------
+
+/// Which finished runs a subscription hears about: `SUCCESS` (`COMPLETED`), `FAILURE`
+/// (`ERRORED` and `KILLED`) or `ALL`. `SKIPPED` runs only reach `FAILURE`/`ALL`
+/// subscriptions that ask for them (`includeSkipped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NotifyOn {
+    Success,
+    Failure,
+    All,
+}
+
+impl NotifyOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::Success => "SUCCESS",
+            NotifyOn::Failure => "FAILURE",
+            NotifyOn::All => "ALL",
+        }
+    }
+}
+
+/// Who receives a notification; every list may be absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Recipients {
+    /// Users of the workspace, notified at the e-mail address of their token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    /// Channel ids of the workspace's Slack integration (`PUT /admin/integrations/slack`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slack_channel_ids: Vec<String>,
+    /// `https` endpoints that receive signed JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_urls: Vec<String>,
+}
+
+impl Recipients {
+    pub fn is_empty(&self) -> bool {
+        self.user_ids.is_empty()
+            && self.emails.is_empty()
+            && self.slack_channel_ids.is_empty()
+            && self.webhook_urls.is_empty()
+    }
+
+    pub fn count(&self) -> usize {
+        self.user_ids.len()
+            + self.emails.len()
+            + self.slack_channel_ids.len()
+            + self.webhook_urls.len()
+    }
+}
+
+/// A link to the run when it completes, or an alert when it fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subscription {
+    pub on: NotifyOn,
+    pub recipients: Recipients,
+    /// Also notify runs the schedule recorded as `SKIPPED` (for `FAILURE` and `ALL`);
+    /// off by default, since an overlapping hourly schedule would otherwise alert on
+    /// every skip.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_skipped: bool,
+}
+
+/// What a condition measures on a cell's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Measure {
+    /// All rows the query returned.
+    RowCount,
+    /// The value of `column` in the first row.
+    Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConditionOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Eq,
+    Neq,
+    IsEmpty,
+    IsNotEmpty,
+}
+
+impl ConditionOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionOp::Gt => "GT",
+            ConditionOp::Gte => "GTE",
+            ConditionOp::Lt => "LT",
+            ConditionOp::Lte => "LTE",
+            ConditionOp::Eq => "EQ",
+            ConditionOp::Neq => "NEQ",
+            ConditionOp::IsEmpty => "IS_EMPTY",
+            ConditionOp::IsNotEmpty => "IS_NOT_EMPTY",
+        }
+    }
+
+    /// The comparisons, which take a `value`; the emptiness tests take none.
+    pub fn compares(self) -> bool {
+        !matches!(self, ConditionOp::IsEmpty | ConditionOp::IsNotEmpty)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    pub measure: Measure,
+    /// The column whose first-row value `VALUE` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub op: ConditionOp,
+    /// What the comparisons compare with: a number, a string or a boolean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+}
+
+/// Notifies `recipients` when a `COMPLETED` run's cell result meets the condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConditionalNotification {
+    pub name: String,
+    /// A cell the published app shows.
+    pub cell_id: String,
+    pub condition: Condition,
+    pub recipients: Recipients,
+}
+
+/// A schedule's notifications (SPEC §7).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationSettings {
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
+    #[serde(default)]
+    pub conditional: Vec<ConditionalNotification>,
+}
+
+impl NotificationSettings {
+    pub fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty() && self.conditional.is_empty()
+    }
+}
+
+/// One entry of an API run's `notifications`, in the RunProject shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunNotification {
+    #[serde(rename = "type")]
+    pub on: NotifyOn,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slack_channel_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_urls: Vec<String>,
+}
+
+impl RunNotification {
+    /// The same notification as a schedule would spell it.
+    pub fn to_subscription(&self) -> Subscription {
+        Subscription {
+            on: self.on,
+            recipients: Recipients {
+                user_ids: self.user_ids.clone(),
+                emails: self.emails.clone(),
+                slack_channel_ids: self.slack_channel_ids.clone(),
+                webhook_urls: self.webhook_urls.clone(),
+            },
+            include_skipped: false,
+        }
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryChannel {
+    Email,
+    Slack,
+    Webhook,
+}
+
+impl DeliveryChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryChannel::Email => "EMAIL",
+            DeliveryChannel::Slack => "SLACK",
+            DeliveryChannel::Webhook => "WEBHOOK",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryChannel> {
+        match s {
+            "EMAIL" => Some(DeliveryChannel::Email),
+            "SLACK" => Some(DeliveryChannel::Slack),
+            "WEBHOOK" => Some(DeliveryChannel::Webhook),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    /// Claimed and being delivered (or waiting for its next attempt).
+    Pending,
+    Delivered,
+    /// Gave up: a permanent refusal, or every attempt failed.
+    Failed,
+    /// Not sent on purpose (e.g. Slack after a downgrade to `PROFESSIONAL`).
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "PENDING",
+            DeliveryStatus::Delivered => "DELIVERED",
+            DeliveryStatus::Failed => "FAILED",
+            DeliveryStatus::Skipped => "SKIPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        match s {
+            "PENDING" => Some(DeliveryStatus::Pending),
+            "DELIVERED" => Some(DeliveryStatus::Delivered),
+            "FAILED" => Some(DeliveryStatus::Failed),
+            "SKIPPED" => Some(DeliveryStatus::Skipped),
+            _ => None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self != DeliveryStatus::Pending
+    }
+}
+
+/// One delivery of a run's notifications: to one recipient on one channel. Its id is
+/// derived from `(run, channel, recipient)`, so every redelivery of the run's event finds
+/// the same record and the message goes out once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub channel: DeliveryChannel,
+    /// The recipient, masked (`a***@example.com`, `hooks.slack.com/…/Ab3d`).
+    pub target: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the recipient is notified: `SUCCESS`, `FAILURE`, `ALL` or `CONDITION:<name>`.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The claim of whoever is delivering it (store bookkeeping, never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_token: Option<String>,
+    /// A `PENDING` delivery whose claim ran out may be taken over (its deliverer died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// A workspace's Slack integration: channel ids and their incoming-webhook URLs. The URLs
+/// are secrets, kept only sealed (`SecretBox`, a JSON object `{id: url}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackIntegration {
+    pub channel_ids: Vec<String>,
+    pub sealed_webhook_urls: String,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The workspace-wide secret that signs webhook deliveries, kept only sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSigningSecret {
+    pub sealed_secret: String,
+    pub rotated_by: String,
+    pub rotated_at: DateTime<Utc>,
+}
+
+/// A workspace's notification integrations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Integrations {
+    #[serde(default)]
+    pub slack: Option<SlackIntegration>,
+    #[serde(default)]
+    pub webhook_secret: Option<WebhookSigningSecret>,
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,8 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, PageQuery};
 use super::views::{
-    AutoArchiveRequest, ConnectionList, ConnectionResponse, ScheduleList, ScheduleResponse,
-    WorkspaceResponse,
+    AutoArchiveRequest, ConnectionList, ConnectionResponse, IntegrationsResponse, ScheduleList,
+    ScheduleResponse, SigningSecretResponse, SlackIntegrationRequest, WorkspaceResponse,
 };
 use crate::domain::model::ConnectionConfig;
 use crate::ports::ScheduleFilter;
@@ -97,4 +97,45 @@ pub async fn list_connections(
     Ok(Json(ConnectionList {
         connections: connections.into_iter().map(Into::into).collect(),
     }))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/integrations", tag = "admin",
+    responses((status = 200, body = IntegrationsResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_integrations(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<IntegrationsResponse>> {
+    Ok(Json(state.integrations.get(&caller).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/integrations/slack", tag = "admin",
+    request_body = SlackIntegrationRequest,
+    responses((status = 200, body = IntegrationsResponse, description = "the channels; never their URLs"),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_slack(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(body): ApiJson<SlackIntegrationRequest>,
+) -> Result<Json<IntegrationsResponse>> {
+    Ok(Json(
+        state
+            .integrations
+            .put_slack(&caller, &body.channels)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/integrations/webhooks/rotate-secret", tag = "admin",
+    responses((status = 200, body = SigningSecretResponse, description = "the new secret, shown only this once"),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<SigningSecretResponse>> {
+    let signing_secret = state.integrations.rotate_webhook_secret(&caller).await?;
+    Ok(Json(SigningSecretResponse { signing_secret }))
 }

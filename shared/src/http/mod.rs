@@ -23,6 +23,7 @@ use axum::routing::{get, post, put};
 
 use crate::services::connections::ConnectionService;
 use crate::services::dispatch::DispatchService;
+use crate::services::integrations::IntegrationService;
 use crate::services::projects::ProjectService;
 use crate::services::runs::RunService;
 use crate::services::schedules::ScheduleService;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub runs: Arc<RunService>,
     pub connections: Arc<ConnectionService>,
     pub workspaces: Arc<WorkspaceService>,
+    pub integrations: Arc<IntegrationService>,
     pub identity: Arc<dyn IdentityResolver>,
     /// Base of the links to runs (`{publicUrl}/projects/{projectId}/runs/{runId}`).
     pub public_url: String,
@@ -101,6 +103,12 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/connections", get(admin::list_connections))
         .route("/admin/connections/{name}", put(admin::put_connection))
         .route("/admin/auto-archive", put(admin::put_auto_archive))
+        .route("/admin/integrations", get(admin::get_integrations))
+        .route("/admin/integrations/slack", put(admin::put_slack))
+        .route(
+            "/admin/integrations/webhooks/rotate-secret",
+            post(admin::rotate_webhook_secret),
+        )
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)

@@ -18,13 +18,14 @@ use super::{admin, projects, runs, schedules};
         schedules::trigger, schedules::runs,
         runs::start, runs::status, runs::list, runs::cancel, runs::results,
         admin::list_schedules, admin::put_auto_archive, admin::put_connection, admin::list_connections,
+        admin::get_integrations, admin::put_slack, admin::rotate_webhook_secret,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "projects", description = "Projects, drafts, publishing, members"),
         (name = "schedules", description = "Schedules and their run logs"),
         (name = "runs", description = "The RunProject API and published results"),
-        (name = "admin", description = "Workspace administration"),
+        (name = "admin", description = "Workspace administration: schedules, connections, auto-archive, notification integrations"),
     )
 )]
 pub struct ApiDoc;

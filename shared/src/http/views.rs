@@ -8,9 +8,11 @@ use utoipa::ToSchema;
 
 use crate::domain::cadence::Cadence;
 use crate::domain::model::{
-    CellResult, Connection, ConnectionKind, OverlapPolicy, Plan, ProjectRole, ProjectVersion,
-    PublishedResults, Run, RunError, RunStatus, RunTrigger, SkipReason, StateEvent, Workspace,
+    CellResult, Connection, ConnectionKind, DeliveryChannel, DeliveryRecord, DeliveryStatus,
+    NotificationSettings, OverlapPolicy, Plan, ProjectRole, ProjectVersion, PublishedResults, Run,
+    RunError, RunNotification, RunStatus, RunTrigger, SkipReason, StateEvent, Workspace,
 };
+use crate::services::integrations::IntegrationsView;
 use crate::services::projects::ProjectView;
 use crate::services::schedules::{ScheduleView, ScheduleWarning};
 
@@ -178,6 +180,37 @@ impl RunSummary {
     }
 }
 
+/// One delivery of a run's notifications, as the run status shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub channel: DeliveryChannel,
+    /// The recipient, masked: `a***@example.com`, `C0123 (hooks.slack.com/…/Ab3d)`,
+    /// `hooks.example.com/…/x9Zk`.
+    pub target: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the recipient is notified: `SUCCESS`, `FAILURE`, `ALL` or `CONDITION:<name>`.
+    pub reasons: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> Self {
+        DeliveryView {
+            channel: d.channel,
+            target: d.target,
+            status: d.status,
+            attempts: d.attempts,
+            error: d.error,
+            reasons: d.reasons,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
 /// `GET /projects/{projectId}/runs/{runId}`: the summary plus the cells' results.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -186,16 +219,20 @@ pub struct RunStatusResponse {
     pub summary: RunSummary,
     pub cells: Vec<CellResult>,
     /// Deliveries of the run's notifications.
-    pub notifications: Vec<serde_json::Value>,
+    pub notifications: Vec<DeliveryView>,
 }
 
 impl RunStatusResponse {
     pub fn new(mut run: Run, public_url: &str) -> Self {
         let cells = std::mem::take(&mut run.cells);
+        let notifications = std::mem::take(&mut run.notifications)
+            .into_iter()
+            .map(Into::into)
+            .collect();
         RunStatusResponse {
             summary: RunSummary::new(run, public_url),
             cells,
-            notifications: Vec::new(),
+            notifications,
         }
     }
 }
@@ -210,7 +247,8 @@ pub struct RunCreatedResponse {
     pub run_status_url: String,
     pub trace_id: String,
     pub project_version: Option<u32>,
-    pub notifications: Vec<serde_json::Value>,
+    /// The notifications requested for the run.
+    pub notifications: Vec<RunNotification>,
 }
 
 impl RunCreatedResponse {
@@ -222,7 +260,18 @@ impl RunCreatedResponse {
             run_status_url: run_status_url(public_url, &run.project_id, &run.run_id),
             trace_id: run.trace_id.clone(),
             project_version: run.project_version,
-            notifications: Vec::new(),
+            notifications: run
+                .notification_settings
+                .subscriptions
+                .iter()
+                .map(|s| RunNotification {
+                    on: s.on,
+                    user_ids: s.recipients.user_ids.clone(),
+                    slack_channel_ids: s.recipients.slack_channel_ids.clone(),
+                    emails: s.recipients.emails.clone(),
+                    webhook_urls: s.recipients.webhook_urls.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -333,6 +382,7 @@ pub struct ScheduleResponse {
     pub next_runs: Vec<DateTime<Utc>>,
     pub warnings: Vec<ScheduleWarning>,
     pub last_run: Option<RunSummary>,
+    pub notifications: NotificationSettings,
 }
 
 impl ScheduleResponse {
@@ -356,6 +406,7 @@ impl ScheduleResponse {
             next_runs: v.next_runs,
             warnings: v.warnings,
             last_run: v.last_run.map(|r| RunSummary::new(r, public_url)),
+            notifications: s.notifications,
         }
     }
 }
@@ -366,6 +417,43 @@ pub struct ScheduleList {
     pub schedules: Vec<ScheduleResponse>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// `PUT /admin/integrations/slack`: the workspace's Slack channels and their
+/// incoming-webhook URLs (secrets: stored sealed, never returned). Replaces all channels.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlackIntegrationRequest {
+    pub channels: std::collections::BTreeMap<String, String>,
+}
+
+/// The workspace's integrations, without any secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationsResponse {
+    pub slack_channel_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack_updated_at: Option<DateTime<Utc>>,
+    /// When the webhook signing secret was last rotated; absent while there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_rotated_at: Option<DateTime<Utc>>,
+}
+
+impl From<IntegrationsView> for IntegrationsResponse {
+    fn from(v: IntegrationsView) -> Self {
+        IntegrationsResponse {
+            slack_channel_ids: v.slack_channel_ids,
+            slack_updated_at: v.slack_updated_at,
+            webhook_secret_rotated_at: v.webhook_secret_rotated_at,
+        }
+    }
+}
+
+/// The new webhook signing secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSecretResponse {
+    pub signing_secret: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

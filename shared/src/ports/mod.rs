@@ -1,11 +1,13 @@
 //! Ports: the small traits the services need from the outside world. Adapters in
-//! `adapters::local` (embedded SQLite, in-process timer and queue) and `adapters::aws`
-//! (DynamoDB, EventBridge Scheduler, SQS, SNS) implement them; nothing above this layer
-//! knows which one is in use.
+//! `adapters::local` (embedded SQLite, in-process timer, queue and event bus),
+//! `adapters::aws` (DynamoDB, EventBridge Scheduler, SQS, SNS, SES) and `adapters::notify`
+//! (SMTP, Slack, webhooks) implement them; nothing above this layer knows which one is in
+//! use.
 
 mod clock;
 mod error;
 mod messaging;
+mod notify;
 mod secrets;
 pub mod sql;
 mod store;
@@ -13,12 +15,13 @@ mod store;
 pub use clock::{Clock, SystemClock};
 pub use error::{LimitKind, PortError};
 pub use messaging::{EventPublisher, RunEvent, RunMessage, RunQueue, TriggerBackend, TriggerState};
+pub use notify::{Deliverer, DeliveryError, DeliveryTarget, Secret};
 pub use secrets::SecretBox;
 pub use sql::{
     BoundSql, ConnectorFactory, Dialect, QueryError, QueryOutput, SqlConnector, SqlValue,
 };
 pub use store::{
-    ConnectionStore, Page, PageRequest, ProjectStore, RateLimitStore, ResultsStore, RunCreated,
-    RunFilter, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore,
-    WorkspaceStore,
+    ConnectionStore, DeliveryClaim, DeliveryStore, IntegrationStore, Page, PageRequest,
+    ProjectStore, RateLimitStore, ResultsStore, RunCreated, RunEventOutbox, RunFilter, RunStore,
+    ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore, WorkspaceStore,
 };

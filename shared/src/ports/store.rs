@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::PortError;
 use crate::domain::model::{
-    CachedResult, Connection, Member, Plan, Project, ProjectRole, ProjectVersion, PublishedResults,
-    Run, RunGuard, RunStatus, RunTrigger, Schedule, User, VersionBody, Workspace,
+    CachedResult, Connection, DeliveryRecord, Integrations, Member, Plan, Project, ProjectRole,
+    ProjectVersion, PublishedResults, Run, RunGuard, RunStatus, RunTrigger, Schedule,
+    SlackIntegration, User, VersionBody, WebhookSigningSecret, Workspace,
 };
 
 /// A page of a list: at most `limit` items after the opaque `cursor`.
@@ -297,4 +298,86 @@ pub trait RateLimitStore: Send + Sync {
         expires_at: DateTime<Utc>,
         limit: u32,
     ) -> Result<bool, PortError>;
+}
+
+/// What a claim on a delivery found (`DeliveryStore::claim_delivery`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryClaim {
+    /// The caller now holds the delivery: the stored record, with the caller's claim token
+    /// and lease, and the attempts made so far (by an earlier claimant that died).
+    Claimed(DeliveryRecord),
+    /// Another claimant holds it and its lease has not run out.
+    Busy(DeliveryRecord),
+    /// It is over (`DELIVERED`, `FAILED` or `SKIPPED`).
+    Done(DeliveryRecord),
+}
+
+/// The deliveries of run notifications, keyed by `(workspace, run, deliveryId)`. The
+/// conditional claim makes delivery idempotent across redeliveries of a run event.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Claims the delivery `record.delivery_id` of the run for the claimant named by
+    /// `record.claim_token` until `record.lease_until` (conditional write):
+    /// - no record yet: `record` is stored (`PENDING`, no attempts) → `Claimed(record)`;
+    /// - a final record (`is_final`) → `Done(stored)`;
+    /// - a `PENDING` record whose lease is after `now` → `Busy(stored)`;
+    /// - a `PENDING` record whose lease ran out (at or before `now`) → the stored record
+    ///   takes the new token and lease, keeping its attempts → `Claimed(updated)`.
+    ///
+    /// `NotFound` when the run does not exist in the workspace.
+    async fn claim_delivery(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        record: &DeliveryRecord,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryClaim, PortError>;
+    /// Replaces the claimant's record (attempts, status, error, lease) if it still holds
+    /// the claim (same `claim_token`); `VersionMismatch` when another claimant took it
+    /// over, `NotFound` when there is no such delivery.
+    async fn save_delivery(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        record: &DeliveryRecord,
+    ) -> Result<(), PortError>;
+    /// The run's deliveries, by channel and then target.
+    async fn list_deliveries(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<DeliveryRecord>, PortError>;
+}
+
+/// The outbox of run events: a run is written with `event_pending` set by the write that
+/// ends it; the flag is cleared once its event has been handed over. The sweeper publishes
+/// what is still pending, so a failed publish delays an event but never loses it.
+#[async_trait]
+pub trait RunEventOutbox: Send + Sync {
+    /// Runs of every workspace whose `event_pending` is set, in a stable order.
+    async fn list_pending_events(&self, page: &PageRequest) -> Result<Page<Run>, PortError>;
+    /// Clears the run's `event_pending` and changes nothing else (not even under a
+    /// concurrent writer); a missing run is not an error.
+    async fn mark_event_published(&self, workspace_id: &str, run_id: &str)
+    -> Result<(), PortError>;
+}
+
+/// The notification integrations of a workspace: Slack channels and the webhook signing
+/// secret, both kept only sealed. The two parts change independently.
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    /// The workspace's integrations (empty when none were ever set).
+    async fn get_integrations(&self, workspace_id: &str) -> Result<Integrations, PortError>;
+    /// Creates or replaces the Slack integration, leaving the signing secret as it is.
+    async fn put_slack_integration(
+        &self,
+        workspace_id: &str,
+        slack: &SlackIntegration,
+    ) -> Result<(), PortError>;
+    /// Creates or replaces the signing secret, leaving the Slack integration as it is.
+    async fn put_webhook_secret(
+        &self,
+        workspace_id: &str,
+        secret: &WebhookSigningSecret,
+    ) -> Result<(), PortError>;
 }

@@ -106,6 +106,7 @@ impl DispatchService {
             run.status = RunStatus::Skipped;
             run.skip_reason = Some(reason);
             run.end_time = Some(now);
+            run.event_pending = true;
             run.state_events
                 .push(StateEvent::new("STATUS", RunStatus::Skipped.as_str(), now));
             run.state_events
@@ -184,6 +185,10 @@ impl DispatchService {
     }
 
     async fn duplicate(&self, existing: Run) -> Result<DispatchOutcome, ServiceError> {
+        if existing.status.is_terminal() && existing.event_pending {
+            // The first delivery may have died before announcing the run it skipped.
+            super::events::announce(self.events.as_ref(), &existing).await;
+        }
         let stale = self.clock.now() - existing.created_at >= self.settings.requeue_after;
         if existing.status == RunStatus::Pending && stale {
             tracing::warn!(run_id = %existing.run_id, schedule_id = ?existing.schedule_id,
@@ -293,6 +298,10 @@ impl DispatchService {
             lease_until: None,
             cells: Vec::new(),
             error: None,
+            // The schedule's notifications as they are when the run is created.
+            notification_settings: schedule.notifications.clone(),
+            event_pending: false,
+            notifications: Vec::new(),
         }
     }
 }

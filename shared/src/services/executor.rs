@@ -5,6 +5,10 @@
 //! the finish (`RUNNING` at this attempt → terminal). A second delivery of the same message
 //! finds the run taken or finished and does nothing. While it runs, a watcher renews the
 //! lease and notices a cancel (the run turned `KILLED`), interrupting the running query.
+//!
+//! The write that ends a run also sets its `event_pending` (the outbox of run events, see
+//! `services::events`); the run is then announced. A delivery that finds its run ended
+//! with the event still pending announces it again: the first may have died in between.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -120,6 +124,10 @@ impl ExecutorService {
         };
         let now = self.clock.now();
         let crashed = run.status == RunStatus::Running && run.lease_until.is_none_or(|l| l <= now);
+        if run.status.is_terminal() && run.event_pending {
+            super::events::announce(self.events.as_ref(), &run).await;
+            return Ok(None);
+        }
         if run.status != RunStatus::Pending && !crashed {
             return Ok(None);
         }
@@ -238,10 +246,14 @@ impl ExecutorService {
         }
         tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id,
             status = run.status.as_str(), "run finished");
-        if run.status == RunStatus::Completed && run.update_published_results {
-            self.publish_results(&run).await?;
-        }
+        let published = if run.status == RunStatus::Completed && run.update_published_results {
+            self.publish_results(&run).await
+        } else {
+            Ok(())
+        };
+        // Announced whether or not the results could be offered: the run has ended.
         super::events::announce(self.events.as_ref(), &run).await;
+        published?;
         Ok(ExecuteOutcome::Finished(Box::new(run)))
     }
 
@@ -249,6 +261,7 @@ impl ExecutorService {
         run.status = status;
         run.end_time = Some(now);
         run.lease_until = None;
+        run.event_pending = true;
         run.state_events
             .push(StateEvent::new("STATUS", status.as_str(), now));
     }

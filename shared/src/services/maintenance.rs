@@ -109,6 +109,7 @@ impl MaintenanceService {
             ended.status = RunStatus::Errored;
             ended.end_time = Some(now);
             ended.lease_until = None;
+            ended.event_pending = true;
             ended.error = Some(RunError {
                 code: code.into(),
                 message,

@@ -334,6 +334,7 @@ fn orphan(trigger: &TriggerState) -> Schedule {
         created_at: epoch,
         updated_at: epoch,
         version: 0,
+        notifications: Default::default(),
     }
 }
 
@@ -473,6 +474,7 @@ mod tests {
             created_at: at(),
             updated_at: at(),
             version: 3,
+            notifications: Default::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::domain::inputs;
 use crate::domain::model::{
-    Caller, ProjectRole, PublishedResults, Run, RunStatus, RunTrigger, StateEvent,
+    Caller, ProjectRole, PublishedResults, Run, RunNotification, RunStatus, RunTrigger, StateEvent,
 };
 use crate::domain::policy::{self, Denied, ProjectState};
 use crate::ports::{
@@ -17,6 +17,7 @@ use crate::ports::{
     RunMessage, RunQueue, RunStore,
 };
 
+use super::notify::{NotificationRules, SelfRecipient};
 use super::{ProjectAccess, ServiceError};
 
 /// The body of `POST /projects/{projectId}/runs`.
@@ -33,6 +34,8 @@ pub struct RunRequest {
     /// Validate the request and run nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Who hears about the run when it ends.
+    pub notifications: Option<Vec<RunNotification>>,
 }
 
 /// Per-user limits on run requests (SPEC §3 "API runs").
@@ -69,6 +72,8 @@ pub struct RunService {
     pub queue: Arc<dyn RunQueue>,
     pub rate_limits: Arc<dyn RateLimitStore>,
     pub events: Arc<dyn EventPublisher>,
+    /// Checks the notifications a run asks for; reads its delivery records.
+    pub notifications: Arc<NotificationRules>,
     pub clock: Arc<dyn Clock>,
     pub limits: RunRateLimits,
     pub retention: Duration,
@@ -121,6 +126,23 @@ impl RunService {
             .ok_or_else(|| ServiceError::not_found("version"))?;
         inputs::resolve_inputs(&version.body.inputs, request.input_params.as_ref())
             .map_err(|e| ServiceError::invalid("INVALID_INPUT", e.field, e.message))?;
+        let requested = request.notifications.as_deref().unwrap_or_default();
+        if !requested.is_empty() {
+            // Recipients by user id resolve to known users; the caller is one from now on.
+            super::access::remember_caller(self.notifications.workspaces.as_ref(), caller).await?;
+        }
+        let notification_settings = self
+            .notifications
+            .check_run(
+                &access.project,
+                access.role,
+                SelfRecipient {
+                    user_id: &caller.user_id,
+                    email: caller.email.as_deref(),
+                },
+                requested,
+            )
+            .await?;
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         if request.dry_run {
             return Ok(Started::DryRun {
@@ -154,6 +176,9 @@ impl RunService {
             lease_until: None,
             cells: Vec::new(),
             error: None,
+            notification_settings,
+            event_pending: false,
+            notifications: Vec::new(),
         };
         self.runs.create_run_if_absent(&run).await?;
         self.queue
@@ -208,7 +233,12 @@ impl RunService {
             ProjectRole::CanView,
         )
         .await?;
-        self.load(caller, project_id, run_id).await
+        let mut run = self.load(caller, project_id, run_id).await?;
+        run.notifications = self
+            .notifications
+            .deliveries(&run.workspace_id, &run.run_id)
+            .await?;
+        Ok(run)
     }
 
     async fn load(
@@ -296,6 +326,7 @@ impl RunService {
             killed.status = RunStatus::Killed;
             killed.end_time = Some(now);
             killed.lease_until = None;
+            killed.event_pending = true;
             killed
                 .state_events
                 .push(StateEvent::new("STATUS", RunStatus::Killed.as_str(), now));

@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 
 use crate::domain::cadence::{Cadence, parse_timezone};
 use crate::domain::fire_times::FireSpec;
-use crate::domain::model::{Caller, OverlapPolicy, ProjectRole, Run, Schedule};
+use crate::domain::model::{
+    Caller, NotificationSettings, OverlapPolicy, Project, ProjectRole, Run, Schedule, VersionBody,
+};
 use crate::domain::policy::{self, Denied, ProjectState, RequestedToggles};
 use crate::ports::{
     Clock, LimitKind, Page, PageRequest, PortError, ProjectStore, RunStore, ScheduleFilter,
@@ -18,6 +20,7 @@ use crate::ports::{
 };
 
 use super::access::remember_caller;
+use super::notify::{NotificationRules, SelfRecipient};
 use super::{ProjectAccess, ServiceError};
 
 /// How many upcoming fire times every schedule response lists.
@@ -35,6 +38,8 @@ pub struct CreateSchedule {
     pub update_published_results: Option<bool>,
     pub use_cached_sql_results: Option<bool>,
     pub overlap_policy: Option<OverlapPolicy>,
+    /// Subscriptions and conditional notifications (SPEC §7).
+    pub notifications: Option<NotificationSettings>,
 }
 
 /// A partial change: absent fields keep their value.
@@ -47,6 +52,8 @@ pub struct PatchSchedule {
     pub update_published_results: Option<bool>,
     pub use_cached_sql_results: Option<bool>,
     pub overlap_policy: Option<OverlapPolicy>,
+    /// Replaces the schedule's notifications as a whole.
+    pub notifications: Option<NotificationSettings>,
 }
 
 /// A warning about a schedule that is valid but may not do what its author expects.
@@ -77,6 +84,7 @@ pub struct ScheduleService {
     pub runs: Arc<dyn RunStore>,
     pub triggers: Arc<dyn TriggerBackend>,
     pub clock: Arc<dyn Clock>,
+    pub notifications: Arc<NotificationRules>,
 }
 
 /// A compiled cadence with its timezone.
@@ -146,6 +154,25 @@ impl ScheduleService {
             },
             &timing.spec,
         )?;
+        let notifications = request.notifications.unwrap_or_default();
+        if !notifications.is_empty() {
+            // Recipients by user id resolve to known users; the caller is one from now on.
+            remember_caller(self.workspaces.as_ref(), caller).await?;
+        }
+        let version = self.version_for(&access.project, &notifications).await?;
+        self.notifications
+            .check_schedule(
+                &workspace,
+                &access.project,
+                version.as_ref(),
+                access.role,
+                SelfRecipient {
+                    user_id: &caller.user_id,
+                    email: caller.email.as_deref(),
+                },
+                &notifications,
+            )
+            .await?;
         remember_caller(self.workspaces.as_ref(), caller).await?;
         let now = self.clock.now();
         let schedule = Schedule {
@@ -164,6 +191,7 @@ impl ScheduleService {
             created_at: now,
             updated_at: now,
             version: 1,
+            notifications,
         };
         self.schedules
             .insert_schedule(
@@ -274,6 +302,43 @@ impl ScheduleService {
             },
             &timing.spec,
         )?;
+        let notifications = match patch.notifications {
+            None => existing.notifications.clone(),
+            Some(settings) => {
+                let version = self.version_for(&access.project, &settings).await?;
+                // The creator is who "yourself" means on an explorer's schedule.
+                let creator_email = if existing.created_by == caller.user_id {
+                    caller.email.clone()
+                } else {
+                    self.workspaces
+                        .get_user(&caller.workspace_id, &existing.created_by)
+                        .await?
+                        .and_then(|u| u.email)
+                };
+                let me = if rules_role < ProjectRole::CanEdit {
+                    SelfRecipient {
+                        user_id: &existing.created_by,
+                        email: creator_email.as_deref(),
+                    }
+                } else {
+                    SelfRecipient {
+                        user_id: &caller.user_id,
+                        email: caller.email.as_deref(),
+                    }
+                };
+                self.notifications
+                    .check_schedule(
+                        &workspace,
+                        &access.project,
+                        version.as_ref(),
+                        rules_role,
+                        me,
+                        &settings,
+                    )
+                    .await?;
+                settings
+            }
+        };
         let now = self.clock.now();
         let updated = Schedule {
             cadence,
@@ -285,6 +350,7 @@ impl ScheduleService {
             hourly: settings.hourly,
             updated_at: now,
             version: existing.version + 1,
+            notifications,
             ..existing.clone()
         };
         let limits = if updated.hourly {
@@ -508,6 +574,25 @@ impl ScheduleService {
             warnings,
             last_run,
         }
+    }
+}
+
+impl ScheduleService {
+    /// The published version, when conditional notifications need its cells.
+    async fn version_for(
+        &self,
+        project: &Project,
+        settings: &NotificationSettings,
+    ) -> Result<Option<VersionBody>, ServiceError> {
+        let (false, Some(version)) = (settings.conditional.is_empty(), project.published_version)
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .projects
+            .get_version(&project.workspace_id, &project.project_id, version)
+            .await?
+            .map(|v| v.body))
     }
 }
 

@@ -6,5 +6,6 @@
 pub mod connectors;
 pub mod dynamodb;
 pub mod scheduler;
+pub mod ses;
 pub mod sns;
 pub mod sqs;

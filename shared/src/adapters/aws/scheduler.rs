@@ -653,6 +653,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             version: 1,
+            notifications: Default::default(),
         }
     }
 

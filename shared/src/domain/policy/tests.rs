@@ -51,6 +51,7 @@ fn schedule(created_by: &str, creator_role: ProjectRole) -> Schedule {
         created_at: at,
         updated_at: at,
         version: 1,
+        notifications: Default::default(),
     }
 }
 

@@ -26,6 +26,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "run execution, results, connections, sql cache, rate limits",
         sql: V2_EXECUTION,
     },
+    Migration {
+        version: 3,
+        description: "notifications: run event outbox, deliveries, integrations",
+        sql: V3_NOTIFICATIONS,
+    },
 ];
 
 /// Timestamps are fixed-width RFC 3339 text (see `codec::ts`), booleans 0/1 integers.
@@ -197,6 +202,32 @@ CREATE TABLE rate_limits (
 CREATE INDEX rate_limits_by_expiry ON rate_limits (expires_at);
 "#;
 
+/// Notifications (SPEC §7): the run-event outbox flag, the delivery records of run
+/// notifications, and each workspace's integrations (sealed Slack webhooks, sealed webhook
+/// signing secret). Runs written before this step have no event to publish.
+const V3_NOTIFICATIONS: &str = r#"
+-- A copy of the body's eventPending, set by the write that ends a run and cleared once its
+-- event is published; the partial index keeps the outbox's listing small.
+ALTER TABLE runs ADD COLUMN event_pending INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX runs_event_pending ON runs (run_id) WHERE event_pending = 1;
+
+-- One row per delivery of a run's notifications (run, channel, recipient); claims and
+-- attempts live in the body. Deleted with their run (retention purge).
+CREATE TABLE deliveries (
+    run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    delivery_id  TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (run_id, delivery_id)
+) STRICT;
+
+-- One row per workspace; the secrets inside the body are sealed.
+CREATE TABLE integrations (
+    workspace_id TEXT NOT NULL PRIMARY KEY,
+    body         TEXT NOT NULL
+) STRICT;
+"#;
+
 /// Brings the database up to the newest of `steps` and returns the versions it applied.
 /// Refuses a file written by a newer build: running old code on a newer schema could
 /// silently lose the columns it does not know.
@@ -337,7 +368,7 @@ mod tests {
                  '2026-06-01T00:00:00.000000000Z', '{}');",
         )
         .expect("v1 rows");
-        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("rest"), vec![2]);
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..2]).expect("rest"), vec![2]);
         let (attempt, active): (i64, i64) = conn
             .query_row(
                 "SELECT attempt,
@@ -353,6 +384,47 @@ mod tests {
             (0, 1),
             "old runs are indexed as active too"
         );
+    }
+
+    #[test]
+    fn runs_written_before_migration_3_have_no_pending_event() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys on, as the store runs");
+        assert_eq!(
+            migrate(&mut conn, &MIGRATIONS[..2]).expect("v2"),
+            vec![1, 2]
+        );
+        conn.execute_batch(
+            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
+                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
+                 '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'COMPLETED', NULL,
+                 '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
+                 '2026-06-01T00:00:00.000000000Z', '{}', 1);",
+        )
+        .expect("v2 rows");
+        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("v3"), vec![3]);
+        let pending: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM runs WHERE event_pending = 1",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(
+            pending, 0,
+            "an upgrade announces nothing that ended before it"
+        );
+        conn.execute("INSERT INTO deliveries VALUES ('r', 'd', 'w', '{}')", [])
+            .expect("a delivery of the run");
+        conn.execute("DELETE FROM runs WHERE run_id = 'r'", [])
+            .expect("purge");
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 0, "deliveries go with their run");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The embedded deployment's state store: every store port (`WorkspaceStore`,
 //! `ProjectStore`, `ScheduleStore`, `RunStore`, `ResultsStore`, `ConnectionStore`,
-//! `SqlCacheStore`, `RateLimitStore`) over one SQLite file, so the local binary needs no
+//! `SqlCacheStore`, `RateLimitStore`, and for notifications `RunEventOutbox`,
+//! `DeliveryStore`, `IntegrationStore`) over one SQLite file, so the local binary needs no
 //! database server and keeps its state across restarts.
 //!
 //! Design, in short:
@@ -22,6 +23,8 @@
 mod cache;
 mod codec;
 mod connections;
+mod deliveries;
+mod integrations;
 mod migrations;
 mod projects;
 mod rate_limits;

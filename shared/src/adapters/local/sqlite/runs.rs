@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::Row;
 
 use super::codec::{
-    MAX_PAGE, after, before, finish_page, from_json, page_size, parse_ts, to_json, ts,
+    MAX_PAGE, after, before, finish_page, flag, from_json, page_size, parse_ts, to_json, ts,
 };
 use super::{SqliteStore, db_err, exec, query_all, query_opt};
 use crate::domain::model::{Run, RunGuard};
-use crate::ports::{Page, PageRequest, PortError, RunCreated, RunFilter, RunStore};
+use crate::ports::{Page, PageRequest, PortError, RunCreated, RunEventOutbox, RunFilter, RunStore};
 
 fn run_from_row(row: &Row<'_>) -> Result<Run, PortError> {
     from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")
@@ -46,6 +46,13 @@ const LIST_ACTIVE_RUNS: &str = "SELECT body FROM runs
      ORDER BY run_id
      LIMIT ?2";
 
+/// The outbox's view: runs whose event is still to be published. Repeats the `WHERE` of
+/// the partial index `runs_event_pending`.
+const LIST_PENDING_EVENTS: &str = "SELECT body FROM runs
+     WHERE event_pending = 1 AND run_id > ?1
+     ORDER BY run_id
+     LIMIT ?2";
+
 /// Every column of a row, in the order of the `INSERT` and `UPDATE` statements; the
 /// indexed columns are copies of fields of the JSON body, always written together with it.
 #[allow(clippy::type_complexity)]
@@ -65,6 +72,7 @@ fn columns(
         String,
         u32,
         String,
+        i64,
     ),
     PortError,
 > {
@@ -81,6 +89,7 @@ fn columns(
         ts(&r.expires_at),
         r.attempt,
         to_json(r)?,
+        flag(r.event_pending),
     ))
 }
 
@@ -93,8 +102,9 @@ impl RunStore for SqliteStore {
             let inserted = exec(
                 tx,
                 "INSERT INTO runs (run_id, workspace_id, project_id, schedule_id, run_trigger,
-                     status, scheduled_for, created_at, log_at, expires_at, attempt, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     status, scheduled_for, created_at, log_at, expires_at, attempt, body,
+                     event_pending)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (run_id) DO NOTHING",
                 row,
             )?;
@@ -183,8 +193,8 @@ impl RunStore for SqliteStore {
                 tx,
                 "UPDATE runs SET project_id = ?3, schedule_id = ?4, run_trigger = ?5,
                      status = ?6, scheduled_for = ?7, created_at = ?8, log_at = ?9,
-                     expires_at = ?10, attempt = ?11, body = ?12
-                 WHERE run_id = ?1 AND workspace_id = ?2 AND status = ?13 AND attempt = ?14",
+                     expires_at = ?10, attempt = ?11, body = ?12, event_pending = ?13
+                 WHERE run_id = ?1 AND workspace_id = ?2 AND status = ?14 AND attempt = ?15",
                 rusqlite::params![
                     row.0,
                     row.1,
@@ -198,6 +208,7 @@ impl RunStore for SqliteStore {
                     row.9,
                     row.10,
                     row.11,
+                    row.12,
                     expected.status.as_str(),
                     expected.attempt,
                 ],
@@ -273,6 +284,45 @@ impl RunStore for SqliteStore {
     }
 }
 
+/// The outbox lives in the `runs` table: `event_pending` is a copy of the body's flag,
+/// written by the same statements, and indexed only where it is set.
+#[async_trait]
+impl RunEventOutbox for SqliteStore {
+    async fn list_pending_events(&self, page: &PageRequest) -> Result<Page<Run>, PortError> {
+        let size = page_size(page);
+        let [after_id] = after::<1>(page)?;
+        self.read(move |conn| {
+            let items = query_all(
+                conn,
+                LIST_PENDING_EVENTS,
+                (&after_id, size + 1),
+                run_from_row,
+            )?;
+            Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
+        })
+        .await
+    }
+
+    async fn mark_event_published(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+    ) -> Result<(), PortError> {
+        let (ws, id) = (workspace_id.to_owned(), run_id.to_owned());
+        self.write(move |tx| {
+            // One statement touching the flag only, so a concurrent writer's body stays.
+            exec(
+                tx,
+                "UPDATE runs SET event_pending = 0, body = json_remove(body, '$.eventPending')
+                 WHERE workspace_id = ?1 AND run_id = ?2 AND event_pending = 1",
+                (&ws, &id),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +359,12 @@ mod tests {
         let active = plan(&store, LIST_ACTIVE_RUNS, 2);
         assert!(active.contains("USING INDEX runs_active"), "{active}");
         assert!(!active.contains("TEMP B-TREE"), "no sort step: {active}");
+
+        let pending = plan(&store, LIST_PENDING_EVENTS, 2);
+        assert!(
+            pending.contains("USING INDEX runs_event_pending"),
+            "{pending}"
+        );
+        assert!(!pending.contains("TEMP B-TREE"), "no sort step: {pending}");
     }
 }
