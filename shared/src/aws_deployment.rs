@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::SharedInterceptor;
 use chrono::Duration;
 use sha2::{Digest, Sha256};
 
@@ -153,6 +154,19 @@ pub struct Aws {
     pub sdk: aws_config::SdkConfig,
     pub settings: AwsSettings,
     pub clock: Arc<dyn Clock>,
+    /// Installed on every client built from here (request counting in benchmarks).
+    pub interceptors: Vec<SharedInterceptor>,
+}
+
+/// A client of one SDK built from the shared configuration plus `Aws::interceptors`.
+macro_rules! client {
+    ($aws:expr, $sdk:ident) => {{
+        let mut config = $sdk::config::Builder::from(&$aws.sdk);
+        for interceptor in &$aws.interceptors {
+            config.push_interceptor(interceptor.clone());
+        }
+        $sdk::Client::from_conf(config.build())
+    }};
 }
 
 impl Aws {
@@ -162,13 +176,14 @@ impl Aws {
             sdk: aws_config::defaults(BehaviorVersion::latest()).load().await,
             settings,
             clock: Arc::new(SystemClock),
+            interceptors: Vec::new(),
         }
     }
 
     pub fn store(&self) -> Result<Arc<DynamoStore>, ConfigError> {
         let table = AwsSettings::require(&self.settings.table, "SCHEDULED_RUNS_TABLE")?;
         Ok(Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.sdk),
+            client!(self, aws_sdk_dynamodb),
             table,
         )))
     }
@@ -176,10 +191,7 @@ impl Aws {
     pub fn queue(&self) -> Result<Arc<SqsRunQueue>, ConfigError> {
         let url =
             AwsSettings::require(&self.settings.run_queue_url, "SCHEDULED_RUNS_RUN_QUEUE_URL")?;
-        Ok(Arc::new(SqsRunQueue::new(
-            aws_sdk_sqs::Client::new(&self.sdk),
-            url,
-        )))
+        Ok(Arc::new(SqsRunQueue::new(client!(self, aws_sdk_sqs), url)))
     }
 
     pub fn events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
@@ -188,14 +200,14 @@ impl Aws {
             "SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN",
         )?;
         Ok(Arc::new(SnsEventPublisher::new(
-            aws_sdk_sns::Client::new(&self.sdk),
+            client!(self, aws_sdk_sns),
             arn,
         )))
     }
 
     pub fn triggers(&self) -> Result<Arc<SchedulerTriggers>, ConfigError> {
         Ok(Arc::new(SchedulerTriggers::new(
-            aws_sdk_scheduler::Client::new(&self.sdk),
+            client!(self, aws_sdk_scheduler),
             self.settings.scheduler_config()?,
         )))
     }
@@ -207,7 +219,7 @@ impl Aws {
             &self.settings.sealing_key_secret_arn,
             "SCHEDULED_RUNS_SEALING_KEY_SECRET_ARN",
         )?;
-        let secret = aws_sdk_secretsmanager::Client::new(&self.sdk)
+        let secret = client!(self, aws_sdk_secretsmanager)
             .get_secret_value()
             .secret_id(arn)
             .send()
@@ -320,7 +332,7 @@ impl Aws {
         settings: DispatchSettings,
     ) -> DispatchService {
         DispatchService {
-            workspaces: store.clone(),
+            path: store.clone(),
             projects: store.clone(),
             schedules: store.clone(),
             runs: store,
@@ -369,18 +381,23 @@ impl Aws {
     pub async fn executor(&self) -> Result<ExecutorService, ConfigError> {
         let store = self.store()?;
         Ok(ExecutorService {
-            projects: store.clone(),
+            path: store.clone(),
             runs: store.clone(),
-            results: store.clone(),
-            connections: store.clone(),
             cache: store,
-            connectors: Arc::new(AwsConnectorFactory::new(
-                aws_sdk_secretsmanager::Client::new(&self.sdk),
-            )),
+            connectors: Arc::new(AwsConnectorFactory::new(client!(
+                self,
+                aws_sdk_secretsmanager
+            ))),
             secrets: self.sealing_box().await?,
             events: self.events()?,
             clock: self.clock.clone(),
-            settings: ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs")),
+            settings: ExecutorSettings {
+                // A lease renewal is a write: runs shorter than the interval (most) make
+                // none, and a crashed attempt is still taken over within a minute.
+                watch_interval: std::time::Duration::from_secs(20),
+                lease: Duration::seconds(60),
+                ..ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs"))
+            },
         })
     }
 

@@ -188,10 +188,8 @@ impl Embedded {
             republish_after: config.republish_events_after,
         });
         let executor = Arc::new(ExecutorService {
-            projects: shared.clone(),
+            path: shared.clone(),
             runs: shared.clone(),
-            results: shared.clone(),
-            connections: shared.clone(),
             cache: shared.clone(),
             connectors: Arc::new(LocalConnectorFactory::new(config.warehouse_dir())),
             secrets: secrets.clone(),
@@ -229,7 +227,7 @@ impl Embedded {
                 notifications: rules.clone(),
             }),
             dispatch: Arc::new(DispatchService {
-                workspaces: shared.clone(),
+                path: shared.clone(),
                 projects: shared.clone(),
                 schedules: shared.clone(),
                 runs: shared.clone(),

@@ -26,8 +26,10 @@ use scheduled_runs::domain::model::{
 use scheduled_runs::ports::{
     ConnectionStore, DeliveryClaim, DeliveryStore, IntegrationStore, LimitKind, Page, PageRequest,
     PortError, ProjectStore, RateLimitStore, ResultsStore, RunCreated, RunEventOutbox, RunFilter,
-    RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore, WorkspaceStore,
+    RunPathStore, RunStart, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore,
+    WorkspaceStore, started_run,
 };
+use scheduled_runs::ports::{ExecutionInputs, FireContext, FireRequest};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -43,6 +45,7 @@ pub struct Stores {
     pub connections: Arc<dyn ConnectionStore>,
     pub sql_cache: Arc<dyn SqlCacheStore>,
     pub rate_limits: Arc<dyn RateLimitStore>,
+    pub run_path: Arc<dyn RunPathStore>,
 }
 
 impl Stores {
@@ -57,6 +60,7 @@ impl Stores {
             + ConnectionStore
             + SqlCacheStore
             + RateLimitStore
+            + RunPathStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -68,7 +72,8 @@ impl Stores {
             results: store.clone(),
             connections: store.clone(),
             sql_cache: store.clone(),
-            rate_limits: store,
+            rate_limits: store.clone(),
+            run_path: store,
         }
     }
 }
@@ -124,6 +129,11 @@ macro_rules! store_contract_tests {
             rate_limit_counts_up_to_the_limit_per_window,
             concurrent_hits_count_exactly_the_limit,
             notification_settings_round_trip_on_schedules_and_runs,
+            fire_context_holds_everything_dispatch_checks,
+            fire_context_tracks_the_schedules_active_run,
+            start_takes_only_a_pending_run,
+            end_run_writes_the_run_and_only_newer_results,
+            execution_inputs_are_the_version_and_its_connections,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -3182,6 +3192,7 @@ impl NotifyStores {
             + RunEventOutbox
             + DeliveryStore
             + IntegrationStore
+            + RunPathStore
             + Clone
             + 'static,
     {
@@ -3677,4 +3688,392 @@ pub async fn integration_parts_change_independently(s: &NotifyStores) {
         Integrations::default(),
         "another workspace has none"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The scheduled-run path (RunPathStore)
+// ---------------------------------------------------------------------------------------
+
+fn fire_request(schedule: &Schedule, hints: bool) -> FireRequest {
+    FireRequest {
+        workspace_id: schedule.workspace_id.clone(),
+        schedule_id: schedule.schedule_id.clone(),
+        project_id: hints.then(|| schedule.project_id.clone()),
+        created_by: hints.then(|| schedule.created_by.clone()),
+    }
+}
+
+async fn load_fire(s: &Stores, request: &FireRequest, now: DateTime<Utc>) -> FireContext {
+    s.run_path
+        .load_fire(request, now)
+        .await
+        .expect("load fire")
+        .expect("the schedule exists")
+}
+
+/// A published project (cells on `warehouse`), its creator as a user and member, and a
+/// schedule of the creator.
+async fn published_fixture(s: &Stores) -> (Project, Schedule, User) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let user = User {
+        user_id: owner.clone(),
+        workspace_id: ws.clone(),
+        email: Some("owner@example.com".into()),
+        workspace_role: WorkspaceRole::Member,
+    };
+    s.workspaces.upsert_user(&user).await.expect("user");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    s.projects
+        .put_draft(&ws, &p.project_id, &body("a"), at(2, 9, 30))
+        .await
+        .expect("draft");
+    s.projects
+        .publish(&ws, &p.project_id, &owner, at(2, 10, 0))
+        .await
+        .expect("publish");
+    let project = s
+        .projects
+        .get_project(&ws, &p.project_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    let schedule = new_schedule(s, &project, &owner, false, at(2, 11, 0)).await;
+    (project, schedule, user)
+}
+
+pub async fn fire_context_holds_everything_dispatch_checks(s: &Stores) {
+    let (project, schedule, user) = published_fixture(s).await;
+    let ws = project.workspace_id.clone();
+    let now = at(3, 9, 0);
+    for hints in [true, false] {
+        let fire = load_fire(s, &fire_request(&schedule, hints), now).await;
+        assert_eq!(fire.schedule, schedule, "hints: {hints}");
+        assert_eq!(fire.project.as_ref(), Some(&project), "hints: {hints}");
+        assert_eq!(fire.creator.as_ref(), Some(&user), "hints: {hints}");
+        // The creator of a project is its FULL_ACCESS member.
+        assert_eq!(fire.creator_role, Some(ProjectRole::FullAccess));
+        assert!(!fire.previous_run_active);
+        if let Some(names) = &fire.published_connections {
+            assert_eq!(names, &vec!["warehouse".to_owned()]);
+        }
+    }
+    // Hints that do not belong to the schedule are not trusted: the same context.
+    let mut forged = fire_request(&schedule, true);
+    forged.project_id = Some(unique("proj"));
+    forged.created_by = Some(unique("someone"));
+    let fire = load_fire(s, &forged, now).await;
+    assert_eq!(fire.project.as_ref(), Some(&project));
+    assert_eq!(fire.creator.as_ref(), Some(&user));
+    // A member's role is read live; a creator who left has none.
+    s.projects
+        .remove_member(&ws, &project.project_id, &user.user_id)
+        .await
+        .expect("remove member");
+    let fire = load_fire(s, &fire_request(&schedule, true), now).await;
+    assert_eq!(fire.creator_role, None);
+    // A schedule that is gone, or of another workspace, is no fire.
+    let mut gone = fire_request(&schedule, true);
+    gone.schedule_id = unique("sched");
+    assert_eq!(s.run_path.load_fire(&gone, now).await.expect("load"), None);
+    let mut elsewhere = fire_request(&schedule, true);
+    elsewhere.workspace_id = new_workspace(s, Plan::Team).await;
+    assert_eq!(
+        s.run_path.load_fire(&elsewhere, now).await.expect("load"),
+        None
+    );
+}
+
+pub async fn fire_context_tracks_the_schedules_active_run(s: &Stores) {
+    let (project, schedule, _) = published_fixture(s).await;
+    let now = at(3, 9, 0);
+    let active = |fire: FireContext| fire.previous_run_active;
+    let run = run_value(
+        &project,
+        Some(&schedule),
+        Some(at(3, 8, 0)),
+        at(3, 8, 0),
+        at(30, 0, 0),
+    );
+    create_run(s, &run).await;
+    assert!(active(
+        load_fire(s, &fire_request(&schedule, true), now).await
+    ));
+    assert!(active(
+        load_fire(s, &fire_request(&schedule, false), now).await
+    ));
+
+    let start = RunStart {
+        at: at(3, 8, 1),
+        lease_until: at(3, 8, 2),
+    };
+    let started = s
+        .run_path
+        .start_pending_run(&project.workspace_id, &run.run_id, start)
+        .await
+        .expect("start")
+        .expect("started");
+    assert!(active(
+        load_fire(s, &fire_request(&schedule, true), now).await
+    ));
+
+    let mut ended = started.clone();
+    ended.status = RunStatus::Completed;
+    ended.end_time = Some(at(3, 8, 3));
+    ended.lease_until = None;
+    s.runs
+        .update_run(&ended, started.guard())
+        .await
+        .expect("end");
+    assert!(!active(
+        load_fire(s, &fire_request(&schedule, true), now).await
+    ));
+    assert!(!active(
+        load_fire(s, &fire_request(&schedule, false), now).await
+    ));
+
+    // A skipped run is created ended: nothing is active.
+    let mut skipped = run_value(
+        &project,
+        Some(&schedule),
+        Some(at(3, 9, 0)),
+        at(3, 9, 0),
+        at(30, 0, 0),
+    );
+    skipped.status = RunStatus::Skipped;
+    create_run(s, &skipped).await;
+    assert!(!active(
+        load_fire(s, &fire_request(&schedule, true), now).await
+    ));
+
+    // A manual run of the schedule counts as its active run too.
+    let manual = run_value(&project, Some(&schedule), None, at(3, 10, 0), at(30, 0, 0));
+    create_run(s, &manual).await;
+    assert!(active(
+        load_fire(s, &fire_request(&schedule, true), at(3, 10, 1)).await
+    ));
+}
+
+pub async fn start_takes_only_a_pending_run(s: &Stores) {
+    let (project, schedule, _) = published_fixture(s).await;
+    let ws = project.workspace_id.clone();
+    let mut run = run_value(
+        &project,
+        Some(&schedule),
+        Some(at(3, 8, 0)),
+        at(3, 8, 0),
+        at(30, 0, 0),
+    );
+    run.state_events = vec![StateEvent::new("STATUS", "PENDING", at(3, 8, 0))];
+    create_run(s, &run).await;
+    let start = RunStart {
+        at: at(3, 8, 1),
+        lease_until: at(3, 8, 2),
+    };
+    let started = s
+        .run_path
+        .start_pending_run(&ws, &run.run_id, start)
+        .await
+        .expect("start");
+    let expected = started_run(run.clone(), start);
+    assert_eq!(started.as_ref(), Some(&expected));
+    assert_eq!(expected.status, RunStatus::Running);
+    assert_eq!(expected.attempt, 1);
+    assert_eq!(
+        s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+        Some(expected.clone())
+    );
+    // A second delivery finds it taken; a missing run (or another workspace's) is none.
+    for (workspace, id) in [
+        (ws.as_str(), run.run_id.as_str()),
+        (ws.as_str(), "no-such-run"),
+        ("no-such-workspace", run.run_id.as_str()),
+    ] {
+        assert_eq!(
+            s.run_path
+                .start_pending_run(workspace, id, start)
+                .await
+                .expect("start"),
+            None
+        );
+    }
+    assert_eq!(
+        s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+        Some(expected)
+    );
+}
+
+fn results_of(run: &Run, as_of: DateTime<Utc>, marker: &str) -> PublishedResults {
+    PublishedResults {
+        workspace_id: run.workspace_id.clone(),
+        project_id: run.project_id.clone(),
+        run_id: run.run_id.clone(),
+        project_version: 1,
+        as_of,
+        cells: vec![CellResult {
+            cell_id: "c1".into(),
+            status: CellStatus::Completed,
+            columns: vec!["v".into()],
+            rows: vec![vec![json!(marker)]],
+            row_count: 1,
+            duration_ms: 3,
+            cache_hit: false,
+            error: None,
+        }],
+        updated_at: as_of,
+    }
+}
+
+pub async fn end_run_writes_the_run_and_only_newer_results(s: &Stores) {
+    let (project, schedule, _) = published_fixture(s).await;
+    let ws = project.workspace_id.clone();
+    let start = RunStart {
+        at: at(3, 8, 1),
+        lease_until: at(3, 8, 2),
+    };
+    let mut ended_runs = Vec::new();
+    for (hour, marker) in [(9, "newer"), (8, "older")] {
+        let run = run_value(
+            &project,
+            Some(&schedule),
+            Some(at(3, hour, 0)),
+            at(3, hour, 0),
+            at(30, 0, 0),
+        );
+        create_run(s, &run).await;
+        let started = s
+            .run_path
+            .start_pending_run(&ws, &run.run_id, start)
+            .await
+            .expect("start")
+            .expect("started");
+        let mut ended = started.clone();
+        ended.status = RunStatus::Completed;
+        ended.end_time = Some(at(3, hour, 5));
+        ended.lease_until = None;
+        ended.event_pending = true;
+        let results = results_of(&ended, at(3, hour, 0), marker);
+        let stored = s
+            .run_path
+            .end_run(&ended, started.guard(), Some(&results), &[])
+            .await
+            .expect("end");
+        // The older run ends after the newer one: its run is written, its results not.
+        assert_eq!(stored, marker == "newer", "{marker}");
+        assert_eq!(
+            s.runs.get_run(&ws, &run.run_id).await.expect("get"),
+            Some(ended.clone())
+        );
+        // Ending again with the stale guard is refused and changes nothing.
+        assert!(matches!(
+            s.run_path
+                .end_run(&ended, started.guard(), Some(&results), &[])
+                .await,
+            Err(PortError::VersionMismatch)
+        ));
+        ended_runs.push((ended, results));
+    }
+    let stored = s
+        .results
+        .get_results(&ws, &project.project_id)
+        .await
+        .expect("get results");
+    assert_eq!(stored, Some(ended_runs[0].1.clone()));
+    // Without results the run is written with the cache entries its queries made; a
+    // missing run is NotFound.
+    let api = run_value(&project, None, None, at(3, 12, 0), at(30, 0, 0));
+    create_run(s, &api).await;
+    let mut ended = api.clone();
+    ended.status = RunStatus::Errored;
+    let entry = CachedResult {
+        workspace_id: ws.clone(),
+        key: unique("key"),
+        columns: vec!["n".into()],
+        rows: vec![vec![json!(1)]],
+        row_count: 1,
+        created_at: at(3, 12, 1),
+        expires_at: at(4, 12, 1),
+    };
+    assert!(
+        !s.run_path
+            .end_run(&ended, api.guard(), None, std::slice::from_ref(&entry))
+            .await
+            .expect("end")
+    );
+    assert_eq!(
+        s.sql_cache
+            .get_cached(&ws, &entry.key, at(3, 13, 0))
+            .await
+            .expect("cache"),
+        Some(entry)
+    );
+    assert_eq!(
+        s.runs.get_run(&ws, &api.run_id).await.expect("get"),
+        Some(ended)
+    );
+    let ghost = run_value(&project, None, None, at(3, 12, 0), at(30, 0, 0));
+    assert_not_found(
+        s.run_path
+            .end_run(
+                &ghost,
+                ghost.guard(),
+                Some(&results_of(&ghost, at(4, 0, 0), "x")),
+                &[],
+            )
+            .await,
+        "end of a missing run",
+    );
+}
+
+pub async fn execution_inputs_are_the_version_and_its_connections(s: &Stores) {
+    let (project, _, _) = published_fixture(s).await;
+    let ws = project.workspace_id.clone();
+    let warehouse = Connection {
+        workspace_id: ws.clone(),
+        name: "warehouse".into(),
+        kind: ConnectionKind::Sqlite,
+        sealed_config: "sealed".into(),
+        updated_by: "admin".into(),
+        created_at: at(2, 0, 0),
+        updated_at: at(2, 0, 0),
+    };
+    s.connections
+        .put_connection(&warehouse)
+        .await
+        .expect("connection");
+    let version = s
+        .projects
+        .get_version(&ws, &project.project_id, 1)
+        .await
+        .expect("version");
+    assert!(version.is_some());
+    let named = vec!["warehouse".to_owned()];
+    for hint in [named.clone(), Vec::new()] {
+        let inputs: ExecutionInputs = s
+            .run_path
+            .load_execution(&ws, &project.project_id, 1, &hint)
+            .await
+            .expect("load");
+        assert_eq!(inputs.version, version, "hint {hint:?}");
+        assert_eq!(
+            inputs.connections,
+            HashMap::from([("warehouse".to_owned(), warehouse.clone())]),
+            "hint {hint:?}"
+        );
+    }
+    // A missing version; a connection the workspace does not have is left out.
+    let inputs = s
+        .run_path
+        .load_execution(&ws, &project.project_id, 7, &named)
+        .await
+        .expect("load");
+    assert_eq!(inputs.version, None);
+    let other = new_workspace(s, Plan::Team).await;
+    let inputs = s
+        .run_path
+        .load_execution(&other, &project.project_id, 1, &named)
+        .await
+        .expect("load");
+    assert_eq!(inputs.version, None);
+    assert!(inputs.connections.is_empty());
 }

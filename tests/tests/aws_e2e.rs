@@ -442,7 +442,13 @@ async fn a_schedule_fires_through_scheduler_dispatch_sqs_execute_and_sns() {
 
     // The Scheduler fires: the same Input twice at once (at-least-once delivery).
     let dispatch_fn = function(&stack, "dispatch", 2).await;
-    let fire = |execution: &str| json!({"workspaceId": "acme", "scheduleId": schedule, "scheduledTime": "2026-11-26T08:00:00Z", "executionId": execution});
+    // The Input exactly as the Scheduler sends it: its own, with the placeholders filled.
+    let fire = |execution: &str| {
+        let mut fired = input.clone();
+        fired["scheduledTime"] = json!("2026-11-26T08:00:00Z");
+        fired["executionId"] = json!(execution);
+        fired
+    };
     let (a, b) = tokio::join!(
         dispatch_fn.stub.invoke(fire("exec-1")),
         dispatch_fn.stub.invoke(fire("exec-2"))

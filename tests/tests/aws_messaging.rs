@@ -661,6 +661,8 @@ async fn sqs_run_queue_delivers_the_run_message() {
         project_id: "proj-1".into(),
         run_id: "run-1".into(),
         schedule_id: Some("sched-1".into()),
+        project_version: Some(3),
+        connections: vec!["warehouse".into()],
     };
     let api = RunMessage {
         run_id: "run-2".into(),

@@ -678,6 +678,8 @@ async fn older_runs_never_replace_newer_published_results() {
             project_id: w.project.clone(),
             run_id: id.clone(),
             schedule_id: Some(schedule.clone()),
+            project_version: None,
+            connections: Vec::new(),
         };
         executor.execute(&message).await.expect("execute");
         // A second delivery of the same message does nothing.

@@ -65,11 +65,7 @@ impl Handler {
                     execution_id = %input.execution_id, "fire");
                 outcome(
                     self.dispatch
-                        .dispatch_scheduled(
-                            &input.workspace_id,
-                            &input.schedule_id,
-                            input.scheduled_time,
-                        )
+                        .dispatch_fire(&input.fire_request(), input.scheduled_time)
                         .await
                         .map(|o| describe(&o)),
                 )

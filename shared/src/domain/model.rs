@@ -208,6 +208,19 @@ pub struct VersionBody {
     pub app: AppDef,
 }
 
+impl VersionBody {
+    /// The data connections the cells use, each once, in order of first use.
+    pub fn connection_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for cell in &self.cells {
+            if !names.contains(&cell.connection) {
+                names.push(cell.connection.clone());
+            }
+        }
+        names
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectVersion {

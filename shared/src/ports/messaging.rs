@@ -46,6 +46,26 @@ pub struct RunMessage {
     pub project_id: String,
     pub run_id: String,
     pub schedule_id: Option<String>,
+    /// The version pinned at dispatch and the data connections it uses, when known: the
+    /// executor reads them in the same request as the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<String>,
+}
+
+impl RunMessage {
+    /// The message that queues `run`.
+    pub fn for_run(run: &Run) -> RunMessage {
+        RunMessage {
+            workspace_id: run.workspace_id.clone(),
+            project_id: run.project_id.clone(),
+            run_id: run.run_id.clone(),
+            schedule_id: run.schedule_id.clone(),
+            project_version: run.project_version,
+            connections: Vec::new(),
+        }
+    }
 }
 
 #[async_trait]

@@ -8,6 +8,7 @@ mod clock;
 mod error;
 mod messaging;
 mod notify;
+mod run_path;
 mod secrets;
 pub mod sql;
 mod store;
@@ -16,6 +17,10 @@ pub use clock::{Clock, SystemClock};
 pub use error::{LimitKind, PortError};
 pub use messaging::{EventPublisher, RunEvent, RunMessage, RunQueue, TriggerBackend, TriggerState};
 pub use notify::{Deliverer, DeliveryError, DeliveryTarget, Secret};
+pub use run_path::{
+    ComposedRunPath, ExecutionInputs, FireContext, FireRequest, RunPathStore, RunStart,
+    put_cache_entries, started_run,
+};
 pub use secrets::SecretBox;
 pub use sql::{
     BoundSql, ConnectorFactory, Dialect, QueryError, QueryOutput, SqlConnector, SqlValue,

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::model::{
-    Caller, ProjectRole, Run, RunStatus, RunTrigger, Schedule, SkipReason, StateEvent,
-    WorkspaceRole,
+    Caller, OverlapPolicy, ProjectRole, Run, RunStatus, RunTrigger, Schedule, SkipReason,
+    StateEvent, WorkspaceRole,
 };
 use crate::domain::policy::{self, RunAuthority};
 use crate::ports::{
-    Clock, EventPublisher, PageRequest, ProjectStore, RunCreated, RunMessage, RunQueue, RunStore,
-    ScheduleStore, WorkspaceStore,
+    Clock, EventPublisher, FireContext, FireRequest, ProjectStore, RunCreated, RunMessage,
+    RunPathStore, RunQueue, RunStore, ScheduleStore,
 };
 
 use super::{ProjectAccess, ServiceError};
@@ -33,7 +33,8 @@ pub enum DispatchOutcome {
 }
 
 pub struct DispatchService {
-    pub workspaces: Arc<dyn WorkspaceStore>,
+    /// The reads of a fire, batched where the store can.
+    pub path: Arc<dyn RunPathStore>,
     pub projects: Arc<dyn ProjectStore>,
     pub schedules: Arc<dyn ScheduleStore>,
     pub runs: Arc<dyn RunStore>,
@@ -71,23 +72,32 @@ impl DispatchService {
         schedule_id: &str,
         scheduled_for: DateTime<Utc>,
     ) -> Result<DispatchOutcome, ServiceError> {
-        let Some(schedule) = self
-            .schedules
-            .get_schedule(workspace_id, schedule_id)
-            .await?
-        else {
+        let request = FireRequest {
+            workspace_id: workspace_id.to_owned(),
+            schedule_id: schedule_id.to_owned(),
+            ..FireRequest::default()
+        };
+        self.dispatch_fire(&request, scheduled_for).await
+    }
+
+    /// Handles one (possibly duplicated) fire, with what the trigger knows of the
+    /// schedule. Everything the decision needs is read at once; a duplicate is found by
+    /// the conditional create, which hands back the stored run.
+    pub async fn dispatch_fire(
+        &self,
+        request: &FireRequest,
+        scheduled_for: DateTime<Utc>,
+    ) -> Result<DispatchOutcome, ServiceError> {
+        let schedule_id = request.schedule_id.as_str();
+        let now = self.clock.now();
+        let Some(fire) = self.path.load_fire(request, now).await? else {
             tracing::info!(schedule_id, %scheduled_for, "fire of a deleted schedule ignored");
             return Ok(DispatchOutcome::ScheduleGone);
         };
         let run_id = Run::scheduled_run_id(schedule_id, scheduled_for);
-        if let Some(existing) = self.runs.get_run(workspace_id, &run_id).await? {
-            return self.duplicate(existing).await;
-        }
-        let now = self.clock.now();
-        let decision = self.decide(&schedule).await?;
-        let mut run = self.new_run(&schedule, run_id, RunTrigger::Scheduled, now);
+        let mut run = self.new_run(&fire.schedule, run_id, RunTrigger::Scheduled, now);
         run.scheduled_for = Some(scheduled_for);
-        let skip = match decision {
+        let skip = match decide(&fire) {
             Decision::Skip(reason) => Some(reason),
             Decision::Run { version, authority } => {
                 run.project_version = Some(version);
@@ -120,7 +130,9 @@ impl DispatchService {
                 Ok(DispatchOutcome::Skipped(Box::new(run)))
             }
             RunCreated::Created => {
-                self.enqueue(&run).await?;
+                let mut message = RunMessage::for_run(&run);
+                message.connections = fire.published_connections.unwrap_or_default();
+                self.queue.enqueue(&message).await?;
                 tracing::info!(run_id = %run.run_id, schedule_id, %scheduled_for, "scheduled run queued");
                 Ok(DispatchOutcome::Queued(Box::new(run)))
             }
@@ -199,72 +211,8 @@ impl DispatchService {
     }
 
     async fn enqueue(&self, run: &Run) -> Result<(), ServiceError> {
-        self.queue
-            .enqueue(&RunMessage {
-                workspace_id: run.workspace_id.clone(),
-                project_id: run.project_id.clone(),
-                run_id: run.run_id.clone(),
-                schedule_id: run.schedule_id.clone(),
-            })
-            .await?;
+        self.queue.enqueue(&RunMessage::for_run(run)).await?;
         Ok(())
-    }
-
-    /// Applies SPEC §3 at fire time: archived project, disabled schedule, the creator's
-    /// current role, the version published now, and the overlap policy.
-    async fn decide(&self, schedule: &Schedule) -> Result<Decision, ServiceError> {
-        let ws = schedule.workspace_id.as_str();
-        let Some(project) = self.projects.get_project(ws, &schedule.project_id).await? else {
-            return Ok(Decision::Skip(SkipReason::ProjectArchived));
-        };
-        if project.archived {
-            return Ok(Decision::Skip(SkipReason::ProjectArchived));
-        }
-        if !schedule.enabled {
-            return Ok(Decision::Skip(SkipReason::ScheduleDisabled));
-        }
-        let Some(version) = project.published_version else {
-            return Ok(Decision::Skip(SkipReason::NotPublished));
-        };
-        let authority = policy::run_authority(self.creator_role(schedule).await?, schedule);
-        if authority == RunAuthority::NoAccess {
-            return Ok(Decision::Skip(SkipReason::CreatorNoAccess));
-        }
-        if schedule.overlap_policy == crate::domain::model::OverlapPolicy::Skip
-            && self.previous_run_active(schedule).await?
-        {
-            return Ok(Decision::Skip(SkipReason::Overlap));
-        }
-        Ok(Decision::Run { version, authority })
-    }
-
-    async fn creator_role(&self, schedule: &Schedule) -> Result<Option<ProjectRole>, ServiceError> {
-        let ws = schedule.workspace_id.as_str();
-        let is_admin = self
-            .workspaces
-            .get_user(ws, &schedule.created_by)
-            .await?
-            .is_some_and(|u| u.workspace_role == WorkspaceRole::Admin);
-        if is_admin {
-            return Ok(Some(ProjectRole::FullAccess));
-        }
-        Ok(self
-            .projects
-            .get_member_role(ws, &schedule.project_id, &schedule.created_by)
-            .await?)
-    }
-
-    async fn previous_run_active(&self, schedule: &Schedule) -> Result<bool, ServiceError> {
-        let latest = self
-            .runs
-            .list_schedule_runs(
-                &schedule.workspace_id,
-                &schedule.schedule_id,
-                self.clock.now(),
-                &PageRequest::first(1),
-            )
-            .await?;
-        Ok(latest.items.iter().any(|r| !r.status.is_terminal()))
     }
 
     fn new_run(
@@ -304,6 +252,41 @@ impl DispatchService {
             notifications: Vec::new(),
         }
     }
+}
+
+/// Applies SPEC §3 at fire time: archived project, disabled schedule, the creator's
+/// current role, the version published now, and the overlap policy.
+fn decide(fire: &FireContext) -> Decision {
+    let schedule = &fire.schedule;
+    let Some(project) = &fire.project else {
+        return Decision::Skip(SkipReason::ProjectArchived);
+    };
+    if project.archived {
+        return Decision::Skip(SkipReason::ProjectArchived);
+    }
+    if !schedule.enabled {
+        return Decision::Skip(SkipReason::ScheduleDisabled);
+    }
+    let Some(version) = project.published_version else {
+        return Decision::Skip(SkipReason::NotPublished);
+    };
+    let is_admin = fire
+        .creator
+        .as_ref()
+        .is_some_and(|u| u.workspace_role == WorkspaceRole::Admin);
+    let creator_role = if is_admin {
+        Some(ProjectRole::FullAccess)
+    } else {
+        fire.creator_role
+    };
+    let authority = policy::run_authority(creator_role, schedule);
+    if authority == RunAuthority::NoAccess {
+        return Decision::Skip(SkipReason::CreatorNoAccess);
+    }
+    if schedule.overlap_policy == OverlapPolicy::Skip && fire.previous_run_active {
+        return Decision::Skip(SkipReason::Overlap);
+    }
+    Decision::Run { version, authority }
 }
 
 enum Decision {

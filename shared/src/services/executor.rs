@@ -26,8 +26,8 @@ use crate::domain::model::{
 };
 use crate::domain::template::{self, CellView, TemplateContext};
 use crate::ports::{
-    Clock, ConnectionStore, ConnectorFactory, EventPublisher, PortError, ProjectStore, QueryError,
-    ResultsStore, RunMessage, RunStore, SecretBox, SqlCacheStore, SqlConnector,
+    Clock, ConnectorFactory, EventPublisher, ExecutionInputs, PortError, QueryError, RunMessage,
+    RunPathStore, RunStart, RunStore, SecretBox, SqlCacheStore, SqlConnector,
 };
 
 use super::ServiceError;
@@ -74,10 +74,9 @@ pub enum ExecuteOutcome {
 }
 
 pub struct ExecutorService {
-    pub projects: Arc<dyn ProjectStore>,
+    /// The start, the inputs and the end of a run, one request each where the store can.
+    pub path: Arc<dyn RunPathStore>,
     pub runs: Arc<dyn RunStore>,
-    pub results: Arc<dyn ResultsStore>,
-    pub connections: Arc<dyn ConnectionStore>,
     pub cache: Arc<dyn SqlCacheStore>,
     pub connectors: Arc<dyn ConnectorFactory>,
     pub secrets: Arc<dyn SecretBox>,
@@ -101,7 +100,7 @@ impl ExecutorService {
             return Ok(ExecuteOutcome::Ignored);
         };
         let workdir = self.settings.workdir_root.join(&run.run_id);
-        let result = self.run_with_workdir(run, &workdir).await;
+        let result = self.run_with_workdir(run, message, &workdir).await;
         // The working directory is private to the run: nothing survives it.
         if let Err(e) = tokio::fs::remove_dir_all(&workdir).await
             && e.kind() != std::io::ErrorKind::NotFound
@@ -114,6 +113,21 @@ impl ExecutorService {
     /// Takes the run with a conditional write, or returns `None` when this delivery has
     /// nothing to do.
     async fn start(&self, message: &RunMessage) -> Result<Option<Run>, ServiceError> {
+        let now = self.clock.now();
+        let start = RunStart {
+            at: now,
+            lease_until: now + self.settings.lease,
+        };
+        // The common case, a queued run, is taken without reading it first.
+        if let Some(started) = self
+            .path
+            .start_pending_run(&message.workspace_id, &message.run_id, start)
+            .await?
+        {
+            tracing::info!(run_id = %started.run_id, schedule_id = ?started.schedule_id,
+                attempt = started.attempt, "run started");
+            return Ok(Some(started));
+        }
         let Some(run) = self
             .runs
             .get_run(&message.workspace_id, &message.run_id)
@@ -122,7 +136,6 @@ impl ExecutorService {
             tracing::warn!(run_id = %message.run_id, "message for an unknown run ignored");
             return Ok(None);
         };
-        let now = self.clock.now();
         let crashed = run.status == RunStatus::Running && run.lease_until.is_none_or(|l| l <= now);
         if run.status.is_terminal() && run.event_pending {
             super::events::announce(self.events.as_ref(), &run).await;
@@ -181,6 +194,7 @@ impl ExecutorService {
     async fn run_with_workdir(
         &self,
         run: Run,
+        message: &RunMessage,
         workdir: &Path,
     ) -> Result<ExecuteOutcome, ServiceError> {
         if let Err(e) = tokio::fs::create_dir_all(workdir).await {
@@ -197,9 +211,44 @@ impl ExecutorService {
             cancel.clone(),
             self.settings.clone(),
         ));
-        let (cells, ending) = self.execute_cells(&run, workdir, &cancel).await;
+        let inputs = match run.project_version {
+            Some(version) => self
+                .path
+                .load_execution(
+                    &run.workspace_id,
+                    &run.project_id,
+                    version,
+                    &message.connections,
+                )
+                .await
+                .map_err(|e| self.backend_message(&run.run_id, &e)),
+            None => Ok(ExecutionInputs {
+                version: None,
+                connections: HashMap::new(),
+            }),
+        };
+        let mut fresh = Vec::new();
+        let (cells, ending) = match &inputs {
+            Ok(inputs) => {
+                self.execute_cells(&run, inputs, workdir, &cancel, &mut fresh)
+                    .await
+            }
+            Err(message) => (
+                Vec::new(),
+                Ending::Errored(RunError {
+                    code: "BACKEND".into(),
+                    message: message.clone(),
+                    cell_id: None,
+                }),
+            ),
+        };
         watcher.abort();
-        self.finish(run, cells, ending).await
+        let app_cells = inputs
+            .ok()
+            .and_then(|i| i.version)
+            .map(|v| v.body.app.cells)
+            .unwrap_or_default();
+        self.finish(run, cells, ending, &app_cells, &fresh).await
     }
 
     async fn finish(
@@ -207,6 +256,8 @@ impl ExecutorService {
         started: Run,
         cells: Vec<CellResult>,
         ending: Ending,
+        app_cells: &[String],
+        fresh: &[CachedResult],
     ) -> Result<ExecuteOutcome, ServiceError> {
         let now = self.clock.now();
         let guard = started.guard();
@@ -233,8 +284,22 @@ impl ExecutorService {
             }
         };
         self.end(&mut run, status, now);
-        match self.runs.update_run(&run, guard).await {
-            Ok(()) => {}
+        let results = if run.status == RunStatus::Completed && run.update_published_results {
+            self.published_results(&run, app_cells)
+        } else {
+            None
+        };
+        match self
+            .path
+            .end_run(&run, guard, results.as_ref(), fresh)
+            .await
+        {
+            Ok(stored) => {
+                if results.is_some() {
+                    tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id, stored,
+                        "published results offered");
+                }
+            }
             Err(PortError::VersionMismatch) => {
                 // Killed (or timed out by the sweeper) meanwhile: that ending stands and a
                 // killed run never updates published results.
@@ -246,14 +311,7 @@ impl ExecutorService {
         }
         tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id,
             status = run.status.as_str(), "run finished");
-        let published = if run.status == RunStatus::Completed && run.update_published_results {
-            self.publish_results(&run).await
-        } else {
-            Ok(())
-        };
-        // Announced whether or not the results could be offered: the run has ended.
         super::events::announce(self.events.as_ref(), &run).await;
-        published?;
         Ok(ExecuteOutcome::Finished(Box::new(run)))
     }
 
@@ -266,19 +324,13 @@ impl ExecutorService {
             .push(StateEvent::new("STATUS", status.as_str(), now));
     }
 
-    async fn publish_results(&self, run: &Run) -> Result<(), ServiceError> {
+    /// The results a completed run offers to the published app: the cells the app
+    /// shows, as of the run's fire time (or start).
+    fn published_results(&self, run: &Run, app_cells: &[String]) -> Option<PublishedResults> {
         let (Some(version), Some(start)) = (run.project_version, run.start_time) else {
-            return Ok(());
+            return None;
         };
-        let app_cells = match self
-            .projects
-            .get_version(&run.workspace_id, &run.project_id, version)
-            .await?
-        {
-            Some(v) => v.body.app.cells,
-            None => return Ok(()),
-        };
-        let results = PublishedResults {
+        Some(PublishedResults {
             workspace_id: run.workspace_id.clone(),
             project_id: run.project_id.clone(),
             run_id: run.run_id.clone(),
@@ -291,19 +343,17 @@ impl ExecutorService {
                 .cloned()
                 .collect(),
             updated_at: self.clock.now(),
-        };
-        let stored = self.results.put_results_if_newer(&results).await?;
-        tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id, stored,
-            "published results offered");
-        Ok(())
+        })
     }
 
     /// Executes the planned cells in order; returns the results so far and how it ended.
     async fn execute_cells(
         &self,
         run: &Run,
+        loaded: &ExecutionInputs,
         workdir: &Path,
         cancel: &CancellationToken,
+        fresh: &mut Vec<CachedResult>,
     ) -> (Vec<CellResult>, Ending) {
         let mut results = Vec::new();
         let fail = |code: &str, message: String, cell_id: Option<String>| {
@@ -313,34 +363,18 @@ impl ExecutorService {
                 cell_id,
             })
         };
-        let version = match run.project_version {
-            Some(v) => {
-                self.projects
-                    .get_version(&run.workspace_id, &run.project_id, v)
-                    .await
-            }
-            None => Ok(None),
+        let Some(version) = &loaded.version else {
+            return (
+                results,
+                fail(
+                    "VERSION_MISSING",
+                    "the pinned project version does not exist".into(),
+                    None,
+                ),
+            );
         };
-        let body = match version {
-            Ok(Some(v)) => v.body,
-            Ok(None) => {
-                return (
-                    results,
-                    fail(
-                        "VERSION_MISSING",
-                        "the pinned project version does not exist".into(),
-                        None,
-                    ),
-                );
-            }
-            Err(e) => {
-                return (
-                    results,
-                    fail("BACKEND", self.backend_message(&run.run_id, &e), None),
-                );
-            }
-        };
-        let plan = match cells::execution_plan(&body) {
+        let body = &version.body;
+        let plan = match cells::execution_plan(body) {
             Ok(plan) => plan,
             Err(e) => return (results, fail("INVALID_VERSION", e.message, None)),
         };
@@ -373,7 +407,10 @@ impl ExecutorService {
                 cells: &views,
             };
             if !connectors.contains_key(&cell.connection) {
-                match self.open_connector(run, &cell.connection, workdir).await {
+                match self
+                    .open_connector(run, loaded, &cell.connection, workdir)
+                    .await
+                {
                     Ok(c) => {
                         connectors.insert(cell.connection.clone(), c);
                     }
@@ -427,8 +464,13 @@ impl ExecutorService {
                     .await
                 {
                     Ok(out) => {
-                        self.write_cache(run, key, &out.columns, &out.rows, out.row_count)
-                            .await;
+                        fresh.push(self.cache_entry(
+                            run,
+                            key,
+                            &out.columns,
+                            &out.rows,
+                            out.row_count,
+                        ));
                         ((out.columns, out.rows, out.row_count), false)
                     }
                     Err(QueryError::Cancelled) => return (results, Ending::Interrupted),
@@ -473,21 +515,14 @@ impl ExecutorService {
     async fn open_connector(
         &self,
         run: &Run,
+        loaded: &ExecutionInputs,
         name: &str,
         workdir: &Path,
     ) -> Result<Box<dyn SqlConnector>, String> {
-        let stored = match self
-            .connections
-            .get_connection(&run.workspace_id, name)
-            .await
-        {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return Err(format!(
-                    "the workspace has no data connection named {name:?}"
-                ));
-            }
-            Err(e) => return Err(self.backend_message(&run.run_id, &e)),
+        let Some(stored) = loaded.connections.get(name) else {
+            return Err(format!(
+                "the workspace has no data connection named {name:?}"
+            ));
         };
         let config: Option<ConnectionConfig> = self
             .secrets
@@ -507,16 +542,17 @@ impl ExecutorService {
             .map_err(|e| format!("connection {name:?}: {e}"))
     }
 
-    async fn write_cache(
+    /// The cache entry of a query the run executed; written with the run's end.
+    fn cache_entry(
         &self,
         run: &Run,
         key: String,
         columns: &[String],
         rows: &[Vec<serde_json::Value>],
         row_count: u64,
-    ) {
+    ) -> CachedResult {
         let now = self.clock.now();
-        let entry = CachedResult {
+        CachedResult {
             workspace_id: run.workspace_id.clone(),
             key,
             columns: columns.to_vec(),
@@ -524,9 +560,6 @@ impl ExecutorService {
             row_count,
             created_at: now,
             expires_at: now + self.settings.cache_ttl,
-        };
-        if let Err(e) = self.cache.put_cached(&entry).await {
-            tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e, "SQL cache write failed");
         }
     }
 

@@ -181,14 +181,7 @@ impl RunService {
             notifications: Vec::new(),
         };
         self.runs.create_run_if_absent(&run).await?;
-        self.queue
-            .enqueue(&RunMessage {
-                workspace_id: run.workspace_id.clone(),
-                project_id: run.project_id.clone(),
-                run_id: run.run_id.clone(),
-                schedule_id: None,
-            })
-            .await?;
+        self.queue.enqueue(&RunMessage::for_run(&run)).await?;
         self.projects
             .touch_activity(&caller.workspace_id, project_id, now)
             .await?;

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::domain::model::Schedule;
-use crate::ports::{Page, PageRequest, PortError, TriggerBackend, TriggerState};
+use crate::ports::{FireRequest, Page, PageRequest, PortError, TriggerBackend, TriggerState};
 
 /// The SDK this adapter is built on, for callers that construct its client.
 pub use aws_sdk_scheduler as sdk;
@@ -53,11 +53,17 @@ const MAX_LIST_PAGE: u32 = 100;
 /// The `Input` every schedule passes to the dispatch function, verbatim (no EventBridge
 /// envelope). `scheduled_time` is the nominal fire time and, with the schedule id, the
 /// idempotency key of the run; `execution_id` changes on every retry and serves tracing only.
+/// `project_id` and `created_by` never change on a schedule; with them dispatch reads every
+/// record of the fire in one request (inputs written before they existed lack them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerInput {
     pub workspace_id: String,
     pub schedule_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     pub scheduled_time: DateTime<Utc>,
     pub execution_id: String,
 }
@@ -65,14 +71,26 @@ pub struct SchedulerInput {
 impl SchedulerInput {
     /// The JSON template stored on the schedule: the ids, and the two placeholders that
     /// EventBridge Scheduler fills in at each invocation.
-    pub fn template(workspace_id: &str, schedule_id: &str) -> String {
+    pub fn template(schedule: &Schedule) -> String {
         serde_json::json!({
-            "workspaceId": workspace_id,
-            "scheduleId": schedule_id,
+            "workspaceId": schedule.workspace_id,
+            "scheduleId": schedule.schedule_id,
+            "projectId": schedule.project_id,
+            "createdBy": schedule.created_by,
             "scheduledTime": SCHEDULED_TIME_PLACEHOLDER,
             "executionId": EXECUTION_ID_PLACEHOLDER,
         })
         .to_string()
+    }
+
+    /// What dispatch needs to load the fire.
+    pub fn fire_request(&self) -> FireRequest {
+        FireRequest {
+            workspace_id: self.workspace_id.clone(),
+            schedule_id: self.schedule_id.clone(),
+            project_id: self.project_id.clone(),
+            created_by: self.created_by.clone(),
+        }
     }
 }
 
@@ -187,10 +205,7 @@ impl ScheduleDefinition {
         let target = Target::builder()
             .arn(&config.dispatch_arn)
             .role_arn(&config.role_arn)
-            .input(SchedulerInput::template(
-                &schedule.workspace_id,
-                &schedule.schedule_id,
-            ))
+            .input(SchedulerInput::template(schedule))
             .retry_policy(
                 RetryPolicy::builder()
                     .maximum_event_age_in_seconds(MAX_EVENT_AGE_SECONDS)
@@ -692,6 +707,8 @@ mod tests {
             serde_json::json!({
                 "workspaceId": "ws-1",
                 "scheduleId": "0b6f3c1e-3d1c-4f2a-9a53-1c2d3e4f5a6b",
+                "projectId": "proj-1",
+                "createdBy": "user-1",
                 "scheduledTime": "<aws.scheduler.scheduled-time>",
                 "executionId": "<aws.scheduler.execution-id>",
             })
@@ -746,7 +763,10 @@ mod tests {
 
     #[test]
     fn the_filled_in_input_parses_as_scheduler_input() {
-        let template = SchedulerInput::template("ws-1", "sched-1");
+        let mut sched = schedule(weekly(), "UTC");
+        sched.workspace_id = "ws-1".into();
+        sched.schedule_id = "sched-1".into();
+        let template = SchedulerInput::template(&sched);
         let filled = template
             .replace(SCHEDULED_TIME_PLACEHOLDER, "2026-06-01T09:30:00Z")
             .replace(
@@ -759,6 +779,8 @@ mod tests {
             SchedulerInput {
                 workspace_id: "ws-1".into(),
                 schedule_id: "sched-1".into(),
+                project_id: Some(sched.project_id.clone()),
+                created_by: Some(sched.created_by.clone()),
                 scheduled_time: Utc
                     .with_ymd_and_hms(2026, 6, 1, 9, 30, 0)
                     .single()

@@ -94,6 +94,8 @@ mod tests {
             project_id: "proj-1".into(),
             run_id: "run-1".into(),
             schedule_id: schedule_id.map(str::to_owned),
+            project_version: None,
+            connections: Vec::new(),
         }
     }
 

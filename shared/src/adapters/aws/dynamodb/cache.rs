@@ -7,10 +7,18 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::DynamoStore;
-use super::codec::{decode, encode, key, n, sdk_err};
+use super::codec::{Item, decode, encode, key, n, sdk_err};
 use super::table::{CACHE_SK, DATA, EXPIRES_AT, cache_pk, ttl};
 use crate::domain::model::CachedResult;
 use crate::ports::{PortError, SqlCacheStore};
+
+/// The item of a cache entry.
+pub(super) fn cache_item(entry: &CachedResult) -> Result<Item, PortError> {
+    let mut item = key(cache_pk(&entry.workspace_id, &entry.key), CACHE_SK);
+    item.insert(EXPIRES_AT.to_owned(), n(ttl(&entry.expires_at)));
+    item.insert(DATA.to_owned(), encode(entry, "cached result")?);
+    Ok(item)
+}
 
 #[async_trait]
 impl SqlCacheStore for DynamoStore {
@@ -32,9 +40,7 @@ impl SqlCacheStore for DynamoStore {
     }
 
     async fn put_cached(&self, entry: &CachedResult) -> Result<(), PortError> {
-        let mut item = key(cache_pk(&entry.workspace_id, &entry.key), CACHE_SK);
-        item.insert(EXPIRES_AT.to_owned(), n(ttl(&entry.expires_at)));
-        item.insert(DATA.to_owned(), encode(entry, "cached result")?);
+        let item = cache_item(entry)?;
         self.client
             .put_item()
             .table_name(&self.table)

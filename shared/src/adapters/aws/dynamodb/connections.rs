@@ -17,7 +17,7 @@ use crate::ports::{ConnectionStore, PortError};
 const CREATED_AT: &str = "createdAt";
 
 /// The stored connection, with the creation instant of its first put.
-fn decode_connection(mut item: Item) -> Result<Connection, PortError> {
+pub(super) fn decode_connection(mut item: Item) -> Result<Connection, PortError> {
     let created: Option<AttributeValue> = item.remove(CREATED_AT);
     let mut connection: Connection = decode(item, "connection")?;
     if let Some(created) = created {

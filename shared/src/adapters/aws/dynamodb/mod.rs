@@ -24,6 +24,7 @@ mod connections;
 mod projects;
 mod rate_limits;
 mod results;
+mod run_path;
 mod runs;
 mod schedules;
 pub mod table;

@@ -17,6 +17,7 @@ use super::DynamoStore;
 use super::codec::{
     Item, Listing, Range, build_err, decode, encode, encode_value, key, n, s, sdk_err,
 };
+use super::run_path::PUBLISHED_CONNECTIONS;
 use super::table::{
     BY_PARENT, BY_WORKSPACE, DATA, DRAFT_SK, GSI1PK, GSI1SK, GSI2PK, GSI2SK, PK, PROJECT_SK,
     WORKSPACE_SK, at_then, idle_projects_of, member_sk, memberships_of, project_pk, projects_of,
@@ -357,11 +358,19 @@ impl ProjectStore for DynamoStore {
             let bump = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(pk.clone(), PROJECT_SK)))
-                .update_expression("SET #d.#published = :v, #d.#updated = :at, #published = :v")
+                .update_expression(
+                    "SET #d.#published = :v, #d.#updated = :at, #published = :v, #conns = :conns",
+                )
                 .condition_expression("#published = :previous")
                 .expression_attribute_names("#d", DATA)
                 .expression_attribute_names("#published", PUBLISHED_VERSION)
                 .expression_attribute_names("#updated", "updatedAt")
+                // Dispatch hands these to the executor, which reads them with the version.
+                .expression_attribute_names("#conns", PUBLISHED_CONNECTIONS)
+                .expression_attribute_values(
+                    ":conns",
+                    AttributeValue::L(version.body.connection_names().into_iter().map(s).collect()),
+                )
                 .expression_attribute_values(":v", n(version.version))
                 .expression_attribute_values(":previous", n(previous))
                 .expression_attribute_values(":at", encode_value(&at, "instant")?)

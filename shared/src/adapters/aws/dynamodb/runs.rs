@@ -11,12 +11,15 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use super::DynamoStore;
-use super::codec::{Filter, Item, Listing, MAX_PAGE, decode, encode, key, n, s, sdk_err};
+use super::codec::{
+    Filter, Item, Listing, MAX_PAGE, build_err, decode, encode, key, n, s, sdk_err,
+};
+use super::run_path::{marker_delete, marker_put};
 use super::table::{
     BY_PARENT, BY_WORKSPACE, DATA, EXPIRES_AT, GSI1PK, GSI1SK, GSI2PK, GSI2SK, GSI3PK, GSI3SK,
     OPERATOR, PK, RUN_SK, active_runs_shard, all_schedules_shard, at_then, run_pk, runs_of_project,
@@ -73,6 +76,38 @@ fn run_item(run: &Run) -> Result<Item, PortError> {
     Ok(item)
 }
 
+/// The replacement of a run, conditional on its guard (as a transaction item).
+pub(super) fn guarded_put(
+    table: &str,
+    run: &Run,
+    expected: RunGuard,
+) -> Result<TransactWriteItem, PortError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(run_item(run)?))
+        .condition_expression("attribute_exists(#pk) AND #status = :status AND #attempt = :attempt")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_names("#status", STATUS)
+        .expression_attribute_names("#attempt", ATTEMPT)
+        .expression_attribute_values(":status", s(expected.status.as_str()))
+        .expression_attribute_values(":attempt", n(expected.attempt))
+        .build()
+        .map_err(build_err)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// Why a guarded write of `run` was refused: a stale guard, or no such run.
+pub(super) async fn guard_refused(store: &DynamoStore, run: &Run) -> PortError {
+    match store
+        .get_item(key(run_pk(&run.workspace_id, &run.run_id), RUN_SK))
+        .await
+    {
+        Ok(Some(_)) => PortError::VersionMismatch,
+        Ok(None) => PortError::NotFound,
+        Err(e) => e,
+    }
+}
+
 /// Keeps runs not yet expired at `as_of` (expiring exactly at `as_of` is expired).
 fn unexpired(filter: &mut Filter, as_of: &DateTime<Utc>) {
     filter.and(
@@ -114,6 +149,29 @@ impl DynamoStore {
 impl RunStore for DynamoStore {
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError> {
         let item = run_item(run)?;
+        if let Some(marker) = marker_put(&self.table, run)? {
+            // With the schedule's active-run marker: both or neither.
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(build_err)?;
+            let items = vec![TransactWriteItem::builder().put(put).build(), marker];
+            return match self.transact("TransactWriteItems", items).await? {
+                Ok(()) => Ok(RunCreated::Created),
+                Err(_) => match self
+                    .get_item(key(run_pk(&run.workspace_id, &run.run_id), RUN_SK))
+                    .await?
+                {
+                    Some(item) => Ok(RunCreated::Existing(Box::new(decode(item, "run")?))),
+                    None => Err(PortError::unavailable(
+                        "dynamodb create_run_if_absent: the existing run vanished",
+                    )),
+                },
+            };
+        }
         let result = self
             .client
             .put_item()
@@ -216,6 +274,18 @@ impl RunStore for DynamoStore {
     }
 
     async fn update_run(&self, run: &Run, expected: RunGuard) -> Result<(), PortError> {
+        if let Some(marker) = marker_delete(&self.table, run)? {
+            // The end of a schedule's run also takes down its active-run marker.
+            let items = vec![guarded_put(&self.table, run, expected)?, marker];
+            match self.transact("TransactWriteItems", items).await? {
+                Ok(()) => return Ok(()),
+                Err(failed) if failed.first().copied().unwrap_or(false) => {
+                    return Err(guard_refused(self, run).await);
+                }
+                // The marker is a later run's: the run is written alone, below.
+                Err(_) => {}
+            }
+        }
         // The guard is the condition, so checking and replacing are one step; of several
         // executors racing on the same run exactly one wins.
         let result = self

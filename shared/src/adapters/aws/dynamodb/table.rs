@@ -15,6 +15,7 @@
 //! | member | `WS#w#P#p` | `MEMBER#u` | `WS#w#MEMBER#u` / projectCreated#p | | |
 //! | schedule counters | `WS#w#P#p` | `COUNT#SCHEDULES`, `COUNT#HOURLY`, `COUNT#CREATOR#u` | | | |
 //! | schedule | `WS#w#S#s` | `SCHEDULE` | `WS#w#P#p#SCHEDULES` / created#s | `WS#w#SCHEDULES` / created#s | `SCHEDULES#n` / `WS#w#S#s` |
+//! | active-run marker | `WS#w#S#s` | `ACTIVE_RUN` | | | |
 //! | run | `WS#w#R#r` | `RUN` | `WS#w#S#s#RUNS` / logAt#r (schedule runs) | `WS#w#P#p#RUNS` / created#r | `ACTIVE_RUNS#n` / created#w#r (PENDING, RUNNING) |
 //! | SQL cache entry | `WS#w#CACHE#k` | `CACHE` | | | |
 //! | rate-limit window | `RATE#k#windowStart` | `RATE` | | | |

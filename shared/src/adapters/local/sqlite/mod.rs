@@ -29,6 +29,7 @@ mod migrations;
 mod projects;
 mod rate_limits;
 mod results;
+mod run_path;
 mod runs;
 mod schedules;
 mod workspaces;
