@@ -216,6 +216,8 @@ async fn scheduler_schedule_lifecycle_reads_back_exactly() {
         json!({
             "workspaceId": "ws-1",
             "scheduleId": s.schedule_id,
+            "projectId": s.project_id,
+            "createdBy": s.created_by,
             "scheduledTime": "<aws.scheduler.scheduled-time>",
             "executionId": "<aws.scheduler.execution-id>",
         })
