@@ -190,15 +190,19 @@ impl ExecutorService {
             .into());
         }
         let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(watch(
+        // The watcher lives exactly as long as this execution: if the execution is dropped
+        // part-way (its task aborted or panicking, the runtime shutting down), a watcher
+        // left behind would keep renewing the lease of a run nobody executes, so the
+        // sweeper could not retry it and the run would end `TIMEOUT` 15 minutes later.
+        let watcher = AbortOnDrop(tokio::spawn(watch(
             self.runs.clone(),
             self.clock.clone(),
             run.clone(),
             cancel.clone(),
             self.settings.clone(),
-        ));
+        )));
         let (cells, ending) = self.execute_cells(&run, workdir, &cancel).await;
-        watcher.abort();
+        drop(watcher);
         self.finish(run, cells, ending).await
     }
 
@@ -557,6 +561,15 @@ fn millis(started: Instant) -> u64 {
 
 /// Renews the run's lease while it executes and cancels the execution when the run was
 /// killed (or timed out by the sweeper) — any change of status or attempt in the store.
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn watch(
     runs: Arc<dyn RunStore>,
     clock: Arc<dyn Clock>,
