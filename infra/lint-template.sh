@@ -19,3 +19,9 @@ export SAM_CLI_TELEMETRY=0
 # sam reads credentials only to tell the user about them; validation itself is offline.
 AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-lint}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-lint}" \
     "$VENV/bin/sam" validate --lint --template "$ROOT/template.yaml" --region us-east-1 </dev/null
+
+# Least privilege: explicit actions, reviewed resources, each secret readable only by the
+# functions that need it (infra/lint-iam.py; PyYAML comes with cfn-lint). The self-test
+# first proves every rule still fires on a template that breaks it.
+"$VENV/bin/python" "$ROOT/infra/lint-iam.py" --self-test
+"$VENV/bin/python" "$ROOT/infra/lint-iam.py" "$ROOT/template.yaml"

@@ -1,9 +1,11 @@
 //! Integration tests of scheduled-runs that need more than one crate's view. The store
 //! contract suite lives here as a library so every backend's test file runs the very same
-//! behaviours (see `contract`); `harness` drives the embedded deployment end to end;
-//! `peers` are the protocol peers notifications are delivered to.
+//! behaviours (see `contract`); `duplicates` does the same for concurrent duplicate
+//! deliveries on the at-least-once edges; `harness` drives the embedded deployment end to
+//! end; `peers` are the protocol peers notifications are delivered to.
 
 pub mod contract;
+pub mod duplicates;
 pub mod harness;
 pub mod lambda_runtime_stub;
 pub mod peers;

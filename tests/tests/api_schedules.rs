@@ -714,6 +714,24 @@ async fn health_openapi_and_unknown_routes() {
     ] {
         assert!(r.body["paths"][path].is_object(), "{path} documented");
     }
+    // Fields that hold any JSON value are documented as such, not as objects: an input's
+    // default and options, a cell result's row values, a condition's value (schemathesis
+    // found drafts with a string default answered against `type: object`).
+    let schemas = &r.body["components"]["schemas"];
+    for (schema, pointer) in [
+        ("InputDef", "/properties/default"),
+        ("InputDef", "/properties/options/items"),
+        ("CellResult", "/properties/rows/items/items"),
+    ] {
+        let s = schemas[schema]
+            .pointer(pointer)
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            s.is_object() && s.get("type").is_none(),
+            "{schema}{pointer} is any value: {s}"
+        );
+    }
     let r = app.call(Method::GET, "/nowhere", None, None).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     let r = app

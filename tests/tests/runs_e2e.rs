@@ -834,6 +834,42 @@ async fn the_sweeper_times_out_and_recovers_crashed_runs() {
     );
 }
 
+/// An execution that dies part-way in the process (its task aborted, a panic) must leave
+/// nothing renewing the run's lease: the sweeper then sees the crash and retries the run,
+/// instead of a lease kept alive by an orphaned watcher until the run times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_dropped_mid_run_stops_renewing_its_lease() {
+    let w = world().await;
+    publish(&w.app, &w.owner, &w.project, slow_version()).await;
+    let run_id = w.start(&w.owner, json!({})).await;
+    let mut receiver = w.app.embedded.take_run_receiver().expect("receiver");
+    let message = receiver.try_recv().expect("queued");
+    let executor = w.app.embedded.executor.clone();
+    let task = tokio::spawn(async move { executor.execute(&message).await });
+    // Wait until the run is RUNNING, then kill its executor.
+    for _ in 0..500 {
+        if stored(&w.app, &run_id).await.status == RunStatus::Running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(stored(&w.app, &run_id).await.status, RunStatus::Running);
+    task.abort();
+    let _ = task.await;
+    // Past the lease; the harness's watcher would renew every 20 ms if it were still alive.
+    w.app.clock.advance(Duration::seconds(61));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let run = stored(&w.app, &run_id).await;
+    assert!(
+        run.lease_until.is_some_and(|l| l <= w.app.clock.now()),
+        "nothing renews the lease of a dead execution: {:?}",
+        run.lease_until
+    );
+    let report = w.app.embedded.maintenance.sweep().await.expect("sweep");
+    assert_eq!(report.requeued, 1, "{report:?}");
+    assert_eq!(report.timed_out, 0, "{report:?}");
+}
+
 #[tokio::test]
 async fn runs_expire_after_the_retention_period() {
     let w = world().await;

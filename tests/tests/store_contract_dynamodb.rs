@@ -142,3 +142,18 @@ async fn ids_with_key_separators_stay_in_their_workspace() {
         Err(PortError::AlreadyExists)
     ));
 }
+
+// Duplicate deliveries on the at-least-once edges, through the product's services on this
+// store (scheduled_runs_tests::duplicates).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_fires_dispatch_one_run() {
+    let (_keep, s) = fresh().await;
+    scheduled_runs_tests::duplicates::concurrent_fires_dispatch_one_run(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_run_messages_execute_once() {
+    let (_keep, s) = fresh().await;
+    scheduled_runs_tests::duplicates::concurrent_deliveries_execute_once(&s).await;
+}

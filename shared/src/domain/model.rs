@@ -164,11 +164,13 @@ pub struct InputDef {
     pub name: String,
     #[serde(rename = "type")]
     pub input_type: InputType,
+    // `Value`, not `Object`: a default or an option is any JSON value (a string, a number,
+    // a boolean, null); the document must not promise objects.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub default: serde_json::Value,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>)]
     pub options: Vec<serde_json::Value>,
 }
 
@@ -480,7 +482,7 @@ pub struct CellResult {
     pub status: CellStatus,
     pub columns: Vec<String>,
     /// The first 1,000 rows, each a list of values in column order.
-    #[schema(value_type = Vec<Vec<Object>>)]
+    #[schema(value_type = Vec<Vec<Value>>)]
     pub rows: Vec<Vec<serde_json::Value>>,
     /// All rows the query returned.
     pub row_count: u64,
@@ -728,7 +730,7 @@ pub struct Condition {
     pub op: ConditionOp,
     /// What the comparisons compare with: a number, a string or a boolean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub value: Option<serde_json::Value>,
 }
 

@@ -204,13 +204,17 @@ impl ExecutorService {
             .into());
         }
         let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(watch(
+        // The watcher lives exactly as long as this execution: if the execution is dropped
+        // part-way (its task aborted or panicking, the runtime shutting down), a watcher
+        // left behind would keep renewing the lease of a run nobody executes, so the
+        // sweeper could not retry it and the run would end `TIMEOUT` 15 minutes later.
+        let watcher = AbortOnDrop(tokio::spawn(watch(
             self.runs.clone(),
             self.clock.clone(),
             run.clone(),
             cancel.clone(),
             self.settings.clone(),
-        ));
+        )));
         let inputs = match run.project_version {
             Some(version) => self
                 .path
@@ -242,7 +246,7 @@ impl ExecutorService {
                 }),
             ),
         };
-        watcher.abort();
+        drop(watcher);
         let app_cells = inputs
             .ok()
             .and_then(|i| i.version)
@@ -590,6 +594,15 @@ fn millis(started: Instant) -> u64 {
 
 /// Renews the run's lease while it executes and cancels the execution when the run was
 /// killed (or timed out by the sweeper) — any change of status or attempt in the store.
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn watch(
     runs: Arc<dyn RunStore>,
     clock: Arc<dyn Clock>,
