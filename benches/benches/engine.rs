@@ -189,12 +189,7 @@ fn uuid_like() -> String {
 /// One whole run through the executor; its duration.
 async fn execute(embedded: &Embedded, run: Run) -> Duration {
     embedded.store.create_run_if_absent(&run).await.unwrap();
-    let message = RunMessage {
-        workspace_id: run.workspace_id.clone(),
-        project_id: run.project_id.clone(),
-        run_id: run.run_id.clone(),
-        schedule_id: None,
-    };
+    let message = RunMessage::for_run(&run);
     let started = Instant::now();
     let outcome = embedded.executor.execute(&message).await.unwrap();
     let elapsed = started.elapsed();
