@@ -29,9 +29,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use minijinja::value::ValueKind;
+use minijinja::value::{Enumerator, Object, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use sha2::{Digest, Sha256};
 
@@ -73,7 +73,7 @@ pub struct TemplateContext<'a> {
     /// `scheduled`, `api-triggered`, `app` or `logic`.
     pub hex_run_context: &'a str,
     /// Results of the cells that already ran, by cell id.
-    pub cells: &'a HashMap<String, CellView>,
+    pub cells: &'a HashMap<String, Arc<CellView>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -262,33 +262,60 @@ fn context_value(ctx: &TemplateContext<'_>) -> BTreeMap<String, Value> {
     root
 }
 
-fn cell_value(view: &CellView) -> Value {
-    let rows: Vec<serde_json::Value> = view
+fn cell_value(view: &Arc<CellView>) -> Value {
+    Value::from_object(CellObject {
+        view: Arc::clone(view),
+        rows: OnceLock::new(),
+    })
+}
+
+/// An upstream cell as templates see it: `columns`, `rows` (objects keyed by column name),
+/// `rowCount` and `value`. A template usually reads only `rowCount` or `value`, so `rows`
+/// is built on first use instead of for every upstream cell on every render (up to 1,000
+/// rows each; see BENCHMARKS.md, requirement 7).
+#[derive(Debug)]
+struct CellObject {
+    view: Arc<CellView>,
+    rows: OnceLock<Value>,
+}
+
+impl Object for CellObject {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let view = &self.view;
+        match key.as_str()? {
+            "columns" => Some(Value::from_serialize(&view.columns)),
+            "rowCount" => Some(Value::from(view.row_count)),
+            "value" => Some(
+                view.rows
+                    .first()
+                    .and_then(|row| row.first())
+                    .map_or(Value::from(()), Value::from_serialize),
+            ),
+            "rows" => Some(self.rows.get_or_init(|| rows_value(view)).clone()),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["columns", "rows", "rowCount", "value"])
+    }
+}
+
+fn rows_value(view: &CellView) -> Value {
+    let rows: Vec<Value> = view
         .rows
         .iter()
         .map(|row| {
-            let object: serde_json::Map<String, serde_json::Value> = view
+            let object: BTreeMap<&str, Value> = view
                 .columns
                 .iter()
-                .cloned()
-                .zip(row.iter().cloned())
+                .map(String::as_str)
+                .zip(row.iter().map(Value::from_serialize))
                 .collect();
-            serde_json::Value::Object(object)
+            Value::from(object)
         })
         .collect();
-    let first = view
-        .rows
-        .first()
-        .and_then(|row| row.first())
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
-    let object = serde_json::json!({
-        "columns": view.columns,
-        "rows": rows,
-        "rowCount": view.row_count,
-        "value": first,
-    });
-    Value::from_serialize(&object)
+    Value::from(rows)
 }
 
 /// Maps a printed template value to the bind parameter carrying it.
@@ -402,7 +429,7 @@ mod tests {
     fn render_with(
         template: &str,
         inputs: &serde_json::Map<String, serde_json::Value>,
-        cells: &HashMap<String, CellView>,
+        cells: &HashMap<String, Arc<CellView>>,
         dialect: Dialect,
     ) -> Result<BoundSql, TemplateError> {
         let ctx = TemplateContext {
@@ -568,13 +595,13 @@ mod tests {
         let mut cells = HashMap::new();
         cells.insert(
             "top".to_owned(),
-            CellView {
+            Arc::new(CellView {
                 columns: vec!["id".into(), "name".into()],
                 rows: vec![vec![json!(10), json!("a")], vec![json!(20), json!("b")]],
                 row_count: 5000,
-            },
+            }),
         );
-        cells.insert("empty".to_owned(), CellView::default());
+        cells.insert("empty".to_owned(), Arc::new(CellView::default()));
         let out = render_with(
             "SELECT {{ cells.top.value }}, {{ cells.top.rowCount }}, {{ cells.top.columns|length }}, \
              {% for r in cells.top.rows %}{{ r.name }}{% endfor %}, {{ cells.empty.value }}",

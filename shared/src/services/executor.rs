@@ -392,7 +392,7 @@ impl ExecutorService {
         } else {
             "api-triggered"
         };
-        let mut views: HashMap<String, CellView> = HashMap::new();
+        let mut views: HashMap<String, Arc<CellView>> = HashMap::new();
         let mut connectors: HashMap<String, Box<dyn SqlConnector>> = HashMap::new();
         let deadline =
             run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
@@ -494,11 +494,11 @@ impl ExecutorService {
             let (columns, rows, row_count) = output;
             views.insert(
                 cell.id.clone(),
-                CellView {
+                Arc::new(CellView {
                     columns: columns.clone(),
                     rows: rows.clone(),
                     row_count,
-                },
+                }),
             );
             results.push(CellResult {
                 cell_id: cell.id.clone(),
