@@ -16,13 +16,13 @@ use crate::adapters::aws::scheduler::{SchedulerConfig, SchedulerTriggers};
 use crate::adapters::aws::sns::SnsEventPublisher;
 use crate::adapters::aws::sqs::SqsRunQueue;
 use crate::adapters::local::secret_box::LocalSecretBox;
-use crate::adapters::notify::unavailable::NotificationStoreUnavailable;
 use crate::domain::ssrf::UrlPolicy;
 use crate::http::AppState;
 use crate::http::auth::{ClaimNames, IdentityResolver};
 use crate::ports::{Clock, SystemClock};
 use crate::services::connections::ConnectionService;
 use crate::services::dispatch::{DispatchService, DispatchSettings};
+use crate::services::events::{EventOutbox, OutboxPublisher};
 use crate::services::executor::{ExecutorService, ExecutorSettings};
 use crate::services::integrations::IntegrationService;
 use crate::services::maintenance::{MaintenanceService, MaintenanceSettings};
@@ -32,6 +32,10 @@ use crate::services::reconcile::ReconcileService;
 use crate::services::runs::{RunRateLimits, RunService};
 use crate::services::schedules::ScheduleService;
 use crate::services::workspaces::WorkspaceService;
+
+/// A run event still pending this long after its run ended is published again by the
+/// sweeper (the publish that should have cleared it failed or died).
+pub const REPUBLISH_EVENTS_AFTER: Duration = Duration::minutes(2);
 
 /// A setting that is missing or unusable; functions fail at start-up with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +152,15 @@ impl AwsSettings {
     }
 }
 
+/// The dispatch function's services.
+pub struct DispatchServices {
+    pub dispatch: DispatchService,
+    /// Sweeper, retention and auto-archive.
+    pub maintenance: MaintenanceService,
+    /// Publishes run events still pending (run on every sweep).
+    pub outbox: EventOutbox,
+}
+
 /// The SDK configuration, loaded once per process, and the settings.
 pub struct Aws {
     pub sdk: aws_config::SdkConfig,
@@ -182,7 +195,8 @@ impl Aws {
         )))
     }
 
-    pub fn events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
+    /// The SNS topic of run events, as such (see `events` for the functions that end runs).
+    pub fn sns_events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
         let arn = AwsSettings::require(
             &self.settings.run_events_topic_arn,
             "SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN",
@@ -193,6 +207,28 @@ impl Aws {
         )))
     }
 
+    /// The run-event publisher of every function that ends runs: SNS behind the outbox.
+    /// The write that ends a run sets its `event_pending`; once SNS accepted the event
+    /// (SNS is durable), the flag is cleared, and the sweeper publishes whatever is still
+    /// pending (`outbox`).
+    pub fn events(&self, store: &Arc<DynamoStore>) -> Result<Arc<OutboxPublisher>, ConfigError> {
+        Ok(Arc::new(OutboxPublisher {
+            inner: self.sns_events()?,
+            outbox: store.clone(),
+        }))
+    }
+
+    /// The sweeper's part of the outbox: publishes the events still pending a while after
+    /// their run ended, through the same outbox publisher.
+    pub fn outbox(&self, store: &Arc<DynamoStore>) -> Result<EventOutbox, ConfigError> {
+        Ok(EventOutbox {
+            outbox: store.clone(),
+            publisher: self.events(store)?,
+            clock: self.clock.clone(),
+            republish_after: REPUBLISH_EVENTS_AFTER,
+        })
+    }
+
     pub fn triggers(&self) -> Result<Arc<SchedulerTriggers>, ConfigError> {
         Ok(Arc::new(SchedulerTriggers::new(
             aws_sdk_scheduler::Client::new(&self.sdk),
@@ -200,8 +236,8 @@ impl Aws {
         )))
     }
 
-    /// The box that seals connection credentials: its key is derived from a Secrets
-    /// Manager secret, read once at start-up.
+    /// The box that seals connection credentials and notification secrets: its key is
+    /// derived from a Secrets Manager secret, read once at start-up.
     pub async fn sealing_box(&self) -> Result<Arc<LocalSecretBox>, ConfigError> {
         let arn = AwsSettings::require(
             &self.settings.sealing_key_secret_arn,
@@ -245,14 +281,12 @@ impl Aws {
             retention: self.settings.retention(),
             ..DispatchSettings::default()
         };
-        // Until the DynamoDB store implements the notification ports (DeliveryStore,
-        // IntegrationStore, RunEventOutbox): e-mail notifications only, no integrations.
-        let notification_store = Arc::new(NotificationStoreUnavailable);
+        let events = self.events(&store)?;
         let notifications = Arc::new(NotificationRules {
             workspaces: store.clone(),
             projects: store.clone(),
-            integrations: notification_store.clone(),
-            deliveries: notification_store.clone(),
+            integrations: store.clone(),
+            deliveries: store.clone(),
             url_policy: UrlPolicy::default(),
         });
         Ok(AppState {
@@ -276,7 +310,7 @@ impl Aws {
             dispatch: Arc::new(self.dispatch_with(
                 store.clone(),
                 queue.clone(),
-                self.events()?,
+                events.clone(),
                 dispatch_settings,
             )),
             runs: Arc::new(RunService {
@@ -285,7 +319,7 @@ impl Aws {
                 results: store.clone(),
                 queue,
                 rate_limits: store.clone(),
-                events: self.events()?,
+                events,
                 notifications,
                 clock: clock.clone(),
                 limits: RunRateLimits::default(),
@@ -298,7 +332,7 @@ impl Aws {
             }),
             integrations: Arc::new(IntegrationService {
                 workspaces: store.clone(),
-                integrations: notification_store,
+                integrations: store.clone(),
                 secrets,
                 clock: clock.clone(),
                 url_policy: UrlPolicy::default(),
@@ -316,7 +350,7 @@ impl Aws {
         &self,
         store: Arc<DynamoStore>,
         queue: Arc<SqsRunQueue>,
-        events: Arc<SnsEventPublisher>,
+        events: Arc<OutboxPublisher>,
         settings: DispatchSettings,
     ) -> DispatchService {
         DispatchService {
@@ -331,11 +365,13 @@ impl Aws {
         }
     }
 
-    /// The dispatch function's services: dispatch, and the maintenance ticks.
-    pub fn dispatch_services(&self) -> Result<(DispatchService, MaintenanceService), ConfigError> {
+    /// The dispatch function's services: dispatch, and the maintenance ticks (the sweeper
+    /// with the run-event outbox, the daily jobs).
+    pub fn dispatch_services(&self) -> Result<DispatchServices, ConfigError> {
         let store = self.store()?;
         let queue = self.queue()?;
-        let events = self.events()?;
+        let events = self.events(&store)?;
+        let outbox = self.outbox(&store)?;
         let dispatch = self.dispatch_with(
             store.clone(),
             queue.clone(),
@@ -361,13 +397,18 @@ impl Aws {
                 ..MaintenanceSettings::default()
             },
         };
-        Ok((dispatch, maintenance))
+        Ok(DispatchServices {
+            dispatch,
+            maintenance,
+            outbox,
+        })
     }
 
     /// The execute function's executor. Runs' working directories live under the
     /// function's `/tmp`.
     pub async fn executor(&self) -> Result<ExecutorService, ConfigError> {
         let store = self.store()?;
+        let events = self.events(&store)?;
         Ok(ExecutorService {
             projects: store.clone(),
             runs: store.clone(),
@@ -378,7 +419,7 @@ impl Aws {
                 aws_sdk_secretsmanager::Client::new(&self.sdk),
             )),
             secrets: self.sealing_box().await?,
-            events: self.events()?,
+            events,
             clock: self.clock.clone(),
             settings: ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs")),
         })
