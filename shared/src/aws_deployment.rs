@@ -13,25 +13,35 @@ use sha2::{Digest, Sha256};
 use crate::adapters::aws::connectors::AwsConnectorFactory;
 use crate::adapters::aws::dynamodb::DynamoStore;
 use crate::adapters::aws::scheduler::{SchedulerConfig, SchedulerTriggers};
+use crate::adapters::aws::ses::{SesDeliverer, SesNotConfigured};
 use crate::adapters::aws::sns::SnsEventPublisher;
 use crate::adapters::aws::sqs::SqsRunQueue;
 use crate::adapters::local::secret_box::LocalSecretBox;
+use crate::adapters::notify::http::GuardedHttp;
+use crate::adapters::notify::slack::SlackDeliverer;
+use crate::adapters::notify::webhook::WebhookDeliverer;
 use crate::domain::ssrf::UrlPolicy;
 use crate::http::AppState;
 use crate::http::auth::{ClaimNames, IdentityResolver};
-use crate::ports::{Clock, SystemClock};
+use crate::ports::{Clock, Deliverer, SystemClock};
 use crate::services::connections::ConnectionService;
 use crate::services::dispatch::{DispatchService, DispatchSettings};
 use crate::services::events::{EventOutbox, OutboxPublisher};
 use crate::services::executor::{ExecutorService, ExecutorSettings};
 use crate::services::integrations::IntegrationService;
 use crate::services::maintenance::{MaintenanceService, MaintenanceSettings};
-use crate::services::notify::NotificationRules;
+use crate::services::notify::{Deliverers, NotificationRules, NotifyService, NotifySettings};
 use crate::services::projects::ProjectService;
 use crate::services::reconcile::ReconcileService;
 use crate::services::runs::{RunRateLimits, RunService};
 use crate::services::schedules::ScheduleService;
 use crate::services::workspaces::WorkspaceService;
+
+/// How long a notify invocation holds a delivery it claimed. Longer than the notify
+/// function's timeout (120 s in `template.yaml`), so a live invocation is never overtaken;
+/// short enough that Lambda's retry of an invocation that died (one minute after it failed)
+/// finds the dead claim expired and takes the delivery over.
+pub const NOTIFY_LEASE: Duration = Duration::seconds(150);
 
 /// A run event still pending this long after its run ended is published again by the
 /// sweeper (the publish that should have cleared it failed or died).
@@ -64,6 +74,9 @@ pub struct AwsSettings {
     pub scheduler_role_arn: Option<String>,
     pub scheduler_dlq_arn: Option<String>,
     pub flexible_window_minutes: u32,
+    /// The verified SES sender of notification e-mail; `None`: e-mail is not configured
+    /// and every e-mail delivery is recorded as failed with that reason.
+    pub ses_from: Option<String>,
 }
 
 impl AwsSettings {
@@ -120,6 +133,7 @@ impl AwsSettings {
                 1..=1_440,
             )?)
             .unwrap_or(SchedulerConfig::DEFAULT_FLEXIBLE_WINDOW_MINUTES),
+            ses_from: get("SCHEDULED_RUNS_SES_FROM"),
         })
     }
 
@@ -150,6 +164,19 @@ impl AwsSettings {
         config.flexible_window_minutes = self.flexible_window_minutes;
         Ok(config)
     }
+}
+
+/// The key of the sealing box, derived (SHA-256) from the generated secret's value; a
+/// value shorter than 32 characters is refused. Public so tools and tests can seal what
+/// the functions open.
+pub fn sealing_box_from_secret(value: &str) -> Result<LocalSecretBox, ConfigError> {
+    if value.len() < 32 {
+        return Err(ConfigError::Startup(
+            "the sealing key secret is shorter than 32 characters".into(),
+        ));
+    }
+    let key = Sha256::digest(value.as_bytes());
+    LocalSecretBox::new(&key).map_err(|e| ConfigError::Startup(e.to_string()))
 }
 
 /// The dispatch function's services.
@@ -254,16 +281,7 @@ impl Aws {
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                 ))
             })?;
-        let value = secret
-            .secret_string()
-            .filter(|s| s.len() >= 32)
-            .ok_or_else(|| {
-                ConfigError::Startup("the sealing key secret is shorter than 32 characters".into())
-            })?;
-        let key = Sha256::digest(value.as_bytes());
-        LocalSecretBox::new(&key)
-            .map(Arc::new)
-            .map_err(|e| ConfigError::Startup(e.to_string()))
+        sealing_box_from_secret(secret.secret_string().unwrap_or_default()).map(Arc::new)
     }
 
     /// Everything the API function serves.
@@ -425,6 +443,44 @@ impl Aws {
         })
     }
 
+    /// The notify function's service: run events to deliveries. E-mail through SES from
+    /// `SCHEDULED_RUNS_SES_FROM` (without it, e-mail deliveries are recorded as failed
+    /// with the reason), Slack and webhooks through the SSRF-guarded client with the
+    /// strict policy (never loopback: inside Lambda, loopback is the Runtime API), and the
+    /// sealing box for the workspace's Slack URLs and signing secret.
+    pub async fn notify_service(&self) -> Result<NotifyService, ConfigError> {
+        let public_url =
+            AwsSettings::require(&self.settings.public_url, "SCHEDULED_RUNS_PUBLIC_URL")?;
+        let store = self.store()?;
+        let email: Arc<dyn Deliverer> = match &self.settings.ses_from {
+            Some(from) => Arc::new(SesDeliverer::new(
+                aws_sdk_sesv2::Client::new(&self.sdk),
+                from,
+            )),
+            None => Arc::new(SesNotConfigured),
+        };
+        let http = GuardedHttp::new(UrlPolicy::default());
+        Ok(NotifyService {
+            workspaces: store.clone(),
+            projects: store.clone(),
+            runs: store.clone(),
+            deliveries: store.clone(),
+            integrations: store,
+            secrets: self.sealing_box().await?,
+            deliverers: Deliverers {
+                email,
+                slack: Arc::new(SlackDeliverer::new(http.clone())),
+                // Signature timestamps are wall-clock time: receivers compare them with theirs.
+                webhook: Arc::new(WebhookDeliverer::new(http, Arc::new(SystemClock))),
+            },
+            clock: self.clock.clone(),
+            settings: NotifySettings {
+                lease: NOTIFY_LEASE,
+                ..NotifySettings::new(public_url)
+            },
+        })
+    }
+
     /// `reconcile` against DynamoDB and EventBridge Scheduler.
     pub fn reconcile(&self) -> Result<ReconcileService, ConfigError> {
         Ok(ReconcileService::new(self.store()?, self.triggers()?))
@@ -460,6 +516,39 @@ mod tests {
         assert_eq!(s.retention_days, 30);
         assert_eq!(s.claims.workspace_id, "custom:workspace_id");
         assert_eq!(s.public_url.as_deref(), Some("https://runs.example.com"));
+        // The template passes the SES sender through even when it is empty.
+        assert_eq!(
+            settings(&[("SCHEDULED_RUNS_SES_FROM", "")])
+                .ok()
+                .and_then(|s| s.ses_from),
+            None
+        );
+        assert_eq!(
+            settings(&[("SCHEDULED_RUNS_SES_FROM", "runs@example.com")])
+                .ok()
+                .and_then(|s| s.ses_from)
+                .as_deref(),
+            Some("runs@example.com")
+        );
+    }
+
+    #[test]
+    fn the_sealing_key_comes_from_a_long_enough_secret() {
+        use crate::ports::SecretBox;
+        assert!(matches!(
+            sealing_box_from_secret("short"),
+            Err(ConfigError::Startup(_))
+        ));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (Ok(one), Ok(two)) = (
+            sealing_box_from_secret(secret),
+            sealing_box_from_secret(secret),
+        ) else {
+            panic!("a 32-character secret makes a key");
+        };
+        // The same secret gives the same key in every function (and in tools).
+        let sealed = one.seal(b"whsec_x").ok().unwrap_or_default();
+        assert_eq!(two.open(&sealed).ok().as_deref(), Some(&b"whsec_x"[..]));
     }
 
     #[test]
