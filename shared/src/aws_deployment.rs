@@ -14,25 +14,40 @@ use sha2::{Digest, Sha256};
 use crate::adapters::aws::connectors::AwsConnectorFactory;
 use crate::adapters::aws::dynamodb::DynamoStore;
 use crate::adapters::aws::scheduler::{SchedulerConfig, SchedulerTriggers};
+use crate::adapters::aws::ses::{SesDeliverer, SesNotConfigured};
 use crate::adapters::aws::sns::SnsEventPublisher;
 use crate::adapters::aws::sqs::SqsRunQueue;
 use crate::adapters::local::secret_box::LocalSecretBox;
-use crate::adapters::notify::unavailable::NotificationStoreUnavailable;
+use crate::adapters::notify::http::GuardedHttp;
+use crate::adapters::notify::slack::SlackDeliverer;
+use crate::adapters::notify::webhook::WebhookDeliverer;
 use crate::domain::ssrf::UrlPolicy;
 use crate::http::AppState;
 use crate::http::auth::{ClaimNames, IdentityResolver};
-use crate::ports::{Clock, SystemClock};
+use crate::ports::{Clock, Deliverer, SystemClock};
 use crate::services::connections::ConnectionService;
 use crate::services::dispatch::{DispatchService, DispatchSettings};
+use crate::services::events::EventOutbox;
 use crate::services::executor::{ExecutorService, ExecutorSettings};
 use crate::services::integrations::IntegrationService;
 use crate::services::maintenance::{MaintenanceService, MaintenanceSettings};
-use crate::services::notify::NotificationRules;
+use crate::services::notify::{Deliverers, NotificationRules, NotifyService, NotifySettings};
 use crate::services::projects::ProjectService;
 use crate::services::reconcile::ReconcileService;
 use crate::services::runs::{RunRateLimits, RunService};
 use crate::services::schedules::ScheduleService;
 use crate::services::workspaces::WorkspaceService;
+
+/// How long a notify invocation holds a delivery it claimed. Longer than the notify
+/// function's timeout (120 s in `template.yaml`), so a live invocation is never overtaken;
+/// short enough that Lambda's retry of an invocation that died (one minute after it failed)
+/// finds the dead claim expired and takes the delivery over.
+pub const NOTIFY_LEASE: Duration = Duration::seconds(150);
+
+/// A run event still pending this long after its run ended is published again by the
+/// sweeper: its publish failed or died, or the notify function never handled it (Lambda
+/// retries a failed notify invocation after one and three minutes).
+pub const REPUBLISH_EVENTS_AFTER: Duration = Duration::minutes(10);
 
 /// A setting that is missing or unusable; functions fail at start-up with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +76,9 @@ pub struct AwsSettings {
     pub scheduler_role_arn: Option<String>,
     pub scheduler_dlq_arn: Option<String>,
     pub flexible_window_minutes: u32,
+    /// The verified SES sender of notification e-mail; `None`: e-mail is not configured
+    /// and every e-mail delivery is recorded as failed with that reason.
+    pub ses_from: Option<String>,
 }
 
 impl AwsSettings {
@@ -117,6 +135,7 @@ impl AwsSettings {
                 1..=1_440,
             )?)
             .unwrap_or(SchedulerConfig::DEFAULT_FLEXIBLE_WINDOW_MINUTES),
+            ses_from: get("SCHEDULED_RUNS_SES_FROM"),
         })
     }
 
@@ -147,6 +166,28 @@ impl AwsSettings {
         config.flexible_window_minutes = self.flexible_window_minutes;
         Ok(config)
     }
+}
+
+/// The key of the sealing box, derived (SHA-256) from the generated secret's value; a
+/// value shorter than 32 characters is refused. Public so tools and tests can seal what
+/// the functions open.
+pub fn sealing_box_from_secret(value: &str) -> Result<LocalSecretBox, ConfigError> {
+    if value.len() < 32 {
+        return Err(ConfigError::Startup(
+            "the sealing key secret is shorter than 32 characters".into(),
+        ));
+    }
+    let key = Sha256::digest(value.as_bytes());
+    LocalSecretBox::new(&key).map_err(|e| ConfigError::Startup(e.to_string()))
+}
+
+/// The dispatch function's services.
+pub struct DispatchServices {
+    pub dispatch: DispatchService,
+    /// Sweeper, retention and auto-archive.
+    pub maintenance: MaintenanceService,
+    /// Publishes run events still pending (run on every sweep).
+    pub outbox: EventOutbox,
 }
 
 /// The SDK configuration, loaded once per process, and the settings.
@@ -194,7 +235,8 @@ impl Aws {
         Ok(Arc::new(SqsRunQueue::new(client!(self, aws_sdk_sqs), url)))
     }
 
-    pub fn events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
+    /// The SNS topic of run events, as such (see `events` for the functions that end runs).
+    pub fn sns_events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
         let arn = AwsSettings::require(
             &self.settings.run_events_topic_arn,
             "SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN",
@@ -205,6 +247,26 @@ impl Aws {
         )))
     }
 
+    /// The run-event publisher of every function that ends runs: SNS. The write that ends
+    /// a run sets its `event_pending`; the notify function clears it once it handled the
+    /// event (as the embedded bus does), and the sweeper publishes whatever is still
+    /// pending (`outbox`). Clearing at the consumer keeps the run path at three writes and
+    /// covers an event lost between SNS and the notify function too.
+    pub fn events(&self, _store: &Arc<DynamoStore>) -> Result<Arc<SnsEventPublisher>, ConfigError> {
+        self.sns_events()
+    }
+
+    /// The sweeper's part of the outbox: publishes the events still pending a while after
+    /// their run ended, through the same outbox publisher.
+    pub fn outbox(&self, store: &Arc<DynamoStore>) -> Result<EventOutbox, ConfigError> {
+        Ok(EventOutbox {
+            outbox: store.clone(),
+            publisher: self.events(store)?,
+            clock: self.clock.clone(),
+            republish_after: REPUBLISH_EVENTS_AFTER,
+        })
+    }
+
     pub fn triggers(&self) -> Result<Arc<SchedulerTriggers>, ConfigError> {
         Ok(Arc::new(SchedulerTriggers::new(
             client!(self, aws_sdk_scheduler),
@@ -212,8 +274,8 @@ impl Aws {
         )))
     }
 
-    /// The box that seals connection credentials: its key is derived from a Secrets
-    /// Manager secret, read once at start-up.
+    /// The box that seals connection credentials and notification secrets: its key is
+    /// derived from a Secrets Manager secret, read once at start-up.
     pub async fn sealing_box(&self) -> Result<Arc<LocalSecretBox>, ConfigError> {
         let arn = AwsSettings::require(
             &self.settings.sealing_key_secret_arn,
@@ -230,16 +292,7 @@ impl Aws {
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                 ))
             })?;
-        let value = secret
-            .secret_string()
-            .filter(|s| s.len() >= 32)
-            .ok_or_else(|| {
-                ConfigError::Startup("the sealing key secret is shorter than 32 characters".into())
-            })?;
-        let key = Sha256::digest(value.as_bytes());
-        LocalSecretBox::new(&key)
-            .map(Arc::new)
-            .map_err(|e| ConfigError::Startup(e.to_string()))
+        sealing_box_from_secret(secret.secret_string().unwrap_or_default()).map(Arc::new)
     }
 
     /// Everything the API function serves.
@@ -257,14 +310,12 @@ impl Aws {
             retention: self.settings.retention(),
             ..DispatchSettings::default()
         };
-        // Until the DynamoDB store implements the notification ports (DeliveryStore,
-        // IntegrationStore, RunEventOutbox): e-mail notifications only, no integrations.
-        let notification_store = Arc::new(NotificationStoreUnavailable);
+        let events = self.events(&store)?;
         let notifications = Arc::new(NotificationRules {
             workspaces: store.clone(),
             projects: store.clone(),
-            integrations: notification_store.clone(),
-            deliveries: notification_store.clone(),
+            integrations: store.clone(),
+            deliveries: store.clone(),
             url_policy: UrlPolicy::default(),
         });
         Ok(AppState {
@@ -288,7 +339,7 @@ impl Aws {
             dispatch: Arc::new(self.dispatch_with(
                 store.clone(),
                 queue.clone(),
-                self.events()?,
+                events.clone(),
                 dispatch_settings,
             )),
             runs: Arc::new(RunService {
@@ -297,7 +348,7 @@ impl Aws {
                 results: store.clone(),
                 queue,
                 rate_limits: store.clone(),
-                events: self.events()?,
+                events,
                 notifications,
                 clock: clock.clone(),
                 limits: RunRateLimits::default(),
@@ -310,7 +361,7 @@ impl Aws {
             }),
             integrations: Arc::new(IntegrationService {
                 workspaces: store.clone(),
-                integrations: notification_store,
+                integrations: store.clone(),
                 secrets,
                 clock: clock.clone(),
                 url_policy: UrlPolicy::default(),
@@ -343,11 +394,13 @@ impl Aws {
         }
     }
 
-    /// The dispatch function's services: dispatch, and the maintenance ticks.
-    pub fn dispatch_services(&self) -> Result<(DispatchService, MaintenanceService), ConfigError> {
+    /// The dispatch function's services: dispatch, and the maintenance ticks (the sweeper
+    /// with the run-event outbox, the daily jobs).
+    pub fn dispatch_services(&self) -> Result<DispatchServices, ConfigError> {
         let store = self.store()?;
         let queue = self.queue()?;
-        let events = self.events()?;
+        let events = self.events(&store)?;
+        let outbox = self.outbox(&store)?;
         let dispatch = self.dispatch_with(
             store.clone(),
             queue.clone(),
@@ -373,13 +426,18 @@ impl Aws {
                 ..MaintenanceSettings::default()
             },
         };
-        Ok((dispatch, maintenance))
+        Ok(DispatchServices {
+            dispatch,
+            maintenance,
+            outbox,
+        })
     }
 
     /// The execute function's executor. Runs' working directories live under the
     /// function's `/tmp`.
     pub async fn executor(&self) -> Result<ExecutorService, ConfigError> {
         let store = self.store()?;
+        let events = self.events(&store)?;
         Ok(ExecutorService {
             path: store.clone(),
             runs: store.clone(),
@@ -389,7 +447,7 @@ impl Aws {
                 aws_sdk_secretsmanager
             ))),
             secrets: self.sealing_box().await?,
-            events: self.events()?,
+            events,
             clock: self.clock.clone(),
             settings: ExecutorSettings {
                 // A lease renewal is a write: runs shorter than the interval (most) make
@@ -397,6 +455,41 @@ impl Aws {
                 watch_interval: std::time::Duration::from_secs(20),
                 lease: Duration::seconds(60),
                 ..ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs"))
+            },
+        })
+    }
+
+    /// The notify function's service: run events to deliveries. E-mail through SES from
+    /// `SCHEDULED_RUNS_SES_FROM` (without it, e-mail deliveries are recorded as failed
+    /// with the reason), Slack and webhooks through the SSRF-guarded client with the
+    /// strict policy (never loopback: inside Lambda, loopback is the Runtime API), and the
+    /// sealing box for the workspace's Slack URLs and signing secret.
+    pub async fn notify_service(&self) -> Result<NotifyService, ConfigError> {
+        let public_url =
+            AwsSettings::require(&self.settings.public_url, "SCHEDULED_RUNS_PUBLIC_URL")?;
+        let store = self.store()?;
+        let email: Arc<dyn Deliverer> = match &self.settings.ses_from {
+            Some(from) => Arc::new(SesDeliverer::new(client!(self, aws_sdk_sesv2), from)),
+            None => Arc::new(SesNotConfigured),
+        };
+        let http = GuardedHttp::new(UrlPolicy::default());
+        Ok(NotifyService {
+            workspaces: store.clone(),
+            projects: store.clone(),
+            runs: store.clone(),
+            deliveries: store.clone(),
+            integrations: store,
+            secrets: self.sealing_box().await?,
+            deliverers: Deliverers {
+                email,
+                slack: Arc::new(SlackDeliverer::new(http.clone())),
+                // Signature timestamps are wall-clock time: receivers compare them with theirs.
+                webhook: Arc::new(WebhookDeliverer::new(http, Arc::new(SystemClock))),
+            },
+            clock: self.clock.clone(),
+            settings: NotifySettings {
+                lease: NOTIFY_LEASE,
+                ..NotifySettings::new(public_url)
             },
         })
     }
@@ -436,6 +529,39 @@ mod tests {
         assert_eq!(s.retention_days, 30);
         assert_eq!(s.claims.workspace_id, "custom:workspace_id");
         assert_eq!(s.public_url.as_deref(), Some("https://runs.example.com"));
+        // The template passes the SES sender through even when it is empty.
+        assert_eq!(
+            settings(&[("SCHEDULED_RUNS_SES_FROM", "")])
+                .ok()
+                .and_then(|s| s.ses_from),
+            None
+        );
+        assert_eq!(
+            settings(&[("SCHEDULED_RUNS_SES_FROM", "runs@example.com")])
+                .ok()
+                .and_then(|s| s.ses_from)
+                .as_deref(),
+            Some("runs@example.com")
+        );
+    }
+
+    #[test]
+    fn the_sealing_key_comes_from_a_long_enough_secret() {
+        use crate::ports::SecretBox;
+        assert!(matches!(
+            sealing_box_from_secret("short"),
+            Err(ConfigError::Startup(_))
+        ));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (Ok(one), Ok(two)) = (
+            sealing_box_from_secret(secret),
+            sealing_box_from_secret(secret),
+        ) else {
+            panic!("a 32-character secret makes a key");
+        };
+        // The same secret gives the same key in every function (and in tools).
+        let sealed = one.seal(b"whsec_x").ok().unwrap_or_default();
+        assert_eq!(two.open(&sealed).ok().as_deref(), Some(&b"whsec_x"[..]));
     }
 
     #[test]

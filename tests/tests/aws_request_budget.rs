@@ -291,7 +291,7 @@ async fn a_scheduled_run_costs_at_most_two_reads_and_three_writes() {
             .replace("<aws.scheduler.execution-id>", "exec-1"),
     )
     .expect("input");
-    let (dispatch, _) = aws.dispatch_services().expect("dispatch services");
+    let dispatch = aws.dispatch_services().expect("dispatch services").dispatch;
     let executor = aws.executor().await.expect("executor");
     counter.take();
 

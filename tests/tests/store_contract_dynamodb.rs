@@ -1,6 +1,7 @@
 //! The store contract against the DynamoDB store on DynamoDB Local: every behaviour of
-//! `scheduled_runs_tests::contract`, each on a table of its own, plus what only the
-//! DynamoDB layout can get wrong (ids that contain the key separator).
+//! `scheduled_runs_tests::contract` (the notification ports' part too), each on a table
+//! of its own, plus what only the DynamoDB layout can get wrong (ids that contain the key
+//! separator).
 //!
 //! Needs `SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT` (`infra/local/dynamodb.sh start`, then
 //! `source .test-env/dynamodb.env`). With `SCHEDULED_RUNS_REQUIRE_PEERS=1` a missing
@@ -15,7 +16,7 @@ use chrono::{TimeZone, Utc};
 use scheduled_runs::adapters::aws::dynamodb::{DynamoStore, create_table, sdk};
 use scheduled_runs::domain::model::{Plan, Project, Workspace};
 use scheduled_runs::ports::{PageRequest, PortError, ProjectStore, WorkspaceStore};
-use scheduled_runs_tests::contract::Stores;
+use scheduled_runs_tests::contract::{NotifyStores, Stores};
 
 const ENDPOINT_VAR: &str = "SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT";
 const REQUIRE_VAR: &str = "SCHEDULED_RUNS_REQUIRE_PEERS";
@@ -84,7 +85,13 @@ async fn fresh() -> (Table, Stores) {
     (table, Stores::from_store(store))
 }
 
+async fn fresh_notify() -> (Table, NotifyStores) {
+    let (table, store) = fresh_store().await;
+    (table, NotifyStores::from_store(store))
+}
+
 scheduled_runs_tests::store_contract_tests!(fresh);
+scheduled_runs_tests::notification_store_contract_tests!(fresh_notify);
 
 /// `#` separates the parts of every key; an id that contains it must not reach into
 /// another workspace's items.

@@ -9,6 +9,7 @@ use scheduled_runs::adapters::aws::scheduler::SchedulerInput;
 use scheduled_runs::ports::PortError;
 use scheduled_runs::services::ServiceError;
 use scheduled_runs::services::dispatch::{DispatchOutcome, DispatchService};
+use scheduled_runs::services::events::EventOutbox;
 use scheduled_runs::services::maintenance::MaintenanceService;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,7 +25,7 @@ pub enum Invocation {
 #[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
-    /// Time out, retry and re-queue stuck runs.
+    /// Time out, retry and re-queue stuck runs; publish run events still pending.
     Sweep,
     /// Retention and auto-archive.
     Daily,
@@ -33,6 +34,7 @@ pub enum Task {
 pub struct Handler {
     pub dispatch: DispatchService,
     pub maintenance: MaintenanceService,
+    pub outbox: EventOutbox,
 }
 
 /// Retryable failures go back to Lambda (which retries); the rest are reported and dropped.
@@ -71,9 +73,16 @@ impl Handler {
                 )
             }
             Invocation::Task { task: Task::Sweep } => {
-                outcome(self.maintenance.sweep().await.map(|r| {
-                    json!({
-                        "timedOut": r.timed_out, "requeued": r.requeued, "givenUp": r.given_up
+                // Both halves run whatever the other did: a sweep that failed must not hold
+                // up the events of runs that ended, nor the other way round.
+                let swept = self.maintenance.sweep().await;
+                let republished = self.outbox.republish_pending().await;
+                outcome(swept.and_then(|r| {
+                    republished.map(|n| {
+                        json!({
+                            "timedOut": r.timed_out, "requeued": r.requeued, "givenUp": r.given_up,
+                            "eventsRepublished": n
+                        })
                     })
                 }))
             }

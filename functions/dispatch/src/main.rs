@@ -1,5 +1,6 @@
 //! The dispatch function: EventBridge Scheduler invokes it with a schedule's `Input`
-//! (a fire) and, from the maintenance schedules, with `{"task": "sweep" | "daily"}`.
+//! (a fire) and, from the maintenance schedules, with `{"task": "sweep" | "daily"}` (the
+//! sweep also publishes run events still pending in the outbox).
 
 mod handler;
 
@@ -10,10 +11,11 @@ use scheduled_runs::aws_deployment::{Aws, AwsSettings};
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = Aws::load(AwsSettings::from_env()?).await;
-    let (dispatch, maintenance) = aws.dispatch_services()?;
+    let services = aws.dispatch_services()?;
     let handler = handler::Handler {
-        dispatch,
-        maintenance,
+        dispatch: services.dispatch,
+        maintenance: services.maintenance,
+        outbox: services.outbox,
     };
     let handler = &handler;
     run(service_fn(move |event| async move {

@@ -4,8 +4,9 @@
 //! `event_pending` in that same conditional write and is followed by one run event on the
 //! `EventPublisher`; a publisher that is briefly unavailable is retried a few times before
 //! the failure is logged with the run. The flag is cleared once the event is safely handed
-//! over: by `OutboxPublisher` when a durable publisher (SNS) accepted it, or locally by the
-//! notifier once it handled the event (the in-process bus is not durable). Whatever is
+//! over: by the consumer once it handled the event — the notifier on the in-process bus,
+//! the notify function in AWS — or by `OutboxPublisher` for a durable publisher whose
+//! acceptance is enough (no deployment wires one today). Whatever is
 //! still pending is published again by `EventOutbox::republish_pending`, which the sweeper
 //! loop runs. Subscribers therefore see every event at least once; the notify service's
 //! per-delivery claims make repeats harmless.

@@ -38,6 +38,25 @@ impl SesDeliverer {
     }
 }
 
+/// The e-mail channel of a stack deployed without a sender (`SesFromAddress` empty): every
+/// e-mail delivery fails with a reason that says how to configure one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SesNotConfigured;
+
+#[async_trait]
+impl Deliverer for SesNotConfigured {
+    async fn deliver(
+        &self,
+        _target: &DeliveryTarget,
+        _message: &NotificationMessage,
+    ) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Permanent(
+            "e-mail is not configured in this deployment (set the stack's SesFromAddress to a verified SES identity)"
+                .into(),
+        ))
+    }
+}
+
 /// SES error codes worth another attempt.
 const RETRYABLE: &[&str] = &[
     "TooManyRequestsException",

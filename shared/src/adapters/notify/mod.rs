@@ -5,7 +5,6 @@
 pub mod http;
 pub mod slack;
 pub mod smtp;
-pub mod unavailable;
 pub mod webhook;
 
 use async_trait::async_trait;

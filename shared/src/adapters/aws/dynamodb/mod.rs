@@ -1,6 +1,7 @@
 //! The AWS deployment's state store: every store port (`WorkspaceStore`, `ProjectStore`,
 //! `ScheduleStore`, `RunStore`, `ResultsStore`, `ConnectionStore`, `SqlCacheStore`,
-//! `RateLimitStore`) over one DynamoDB table.
+//! `RateLimitStore`, and for notifications `RunEventOutbox`, `DeliveryStore` and
+//! `IntegrationStore`) over one DynamoDB table.
 //!
 //! Design, in short (the long form, from the access patterns, is `docs/dynamodb.md`):
 //! * **One table, keys built in `table.rs`.** Every partition key starts with the
@@ -15,12 +16,16 @@
 //!   limits as counter items updated in the same `TransactWriteItems` as the schedule.
 //! * **Lists are `Query` with a cursor** (the last item's key, base64url), never `Scan`.
 //!
-//! The shared contract suite (`tests/src/contract.rs`) pins the observable behaviour;
-//! `tests/tests/store_contract_dynamodb.rs` runs it against DynamoDB Local.
+//! The shared contract suites (`tests/src/contract.rs`: `store_contract_tests!` and
+//! `notification_store_contract_tests!`) pin the observable behaviour;
+//! `tests/tests/store_contract_dynamodb.rs` runs them against DynamoDB Local.
 
 mod cache;
 mod codec;
 mod connections;
+mod deliveries;
+mod integrations;
+mod outbox;
 mod projects;
 mod rate_limits;
 mod results;

@@ -1,6 +1,8 @@
 //! `RunStore`: the run item (`WS#w#R#r`), listed in its schedule's run log (GSI1, newest
 //! fire first), among its project's runs (GSI2, newest first) and, while `PENDING` or
-//! `RUNNING`, in the sharded active-run index (GSI3) the sweeper walks.
+//! `RUNNING`, in the sharded active-run index (GSI3) the sweeper walks. Once ended with
+//! its run event still to publish, the run moves to GSI3's pending-event partitions
+//! (the outbox, `outbox.rs`) in the same write.
 //!
 //! Creation is a `PutItem` conditional on `attribute_not_exists(PK)`: any number of
 //! duplicate deliveries of one fire yield one run, and the refused ones get the stored run
@@ -22,8 +24,8 @@ use super::codec::{
 use super::run_path::{marker_delete, marker_put};
 use super::table::{
     BY_PARENT, BY_WORKSPACE, DATA, EXPIRES_AT, GSI1PK, GSI1SK, GSI2PK, GSI2SK, GSI3PK, GSI3SK,
-    OPERATOR, PK, RUN_SK, active_runs_shard, all_schedules_shard, at_then, run_pk, runs_of_project,
-    runs_of_schedule, shard_of, ts, ttl,
+    OPERATOR, PK, RUN_SK, active_runs_shard, all_schedules_shard, at_then, pending_events_shard,
+    run_pk, runs_of_project, runs_of_schedule, shard_of, ts, ttl,
 };
 use crate::domain::model::{Run, RunGuard, Schedule};
 use crate::ports::{Page, PageRequest, PortError, RunCreated, RunFilter, RunStore};
@@ -63,6 +65,17 @@ fn run_item(run: &Run) -> Result<Item, PortError> {
             GSI3SK.to_owned(),
             s(format!("{}#{pk}", ts(&run.created_at))),
         );
+    } else if run.event_pending {
+        // The outbox, sparse too: the write that ends a run (with `event_pending` set) puts
+        // it into the pending-event partitions in that same request, and
+        // `mark_event_published` takes it out again. Only ended runs have an event, so the
+        // two uses of GSI3 never meet on one item.
+        let ended = run.end_time.unwrap_or(run.created_at);
+        item.insert(
+            GSI3PK.to_owned(),
+            s(pending_events_shard(shard_of(&run.run_id))),
+        );
+        item.insert(GSI3SK.to_owned(), s(format!("{}#{pk}", ts(&ended))));
     }
     item.insert(STATUS.to_owned(), s(run.status.as_str()));
     item.insert(ATTEMPT.to_owned(), n(run.attempt));

@@ -16,7 +16,9 @@
 //! | schedule counters | `WS#w#P#p` | `COUNT#SCHEDULES`, `COUNT#HOURLY`, `COUNT#CREATOR#u` | | | |
 //! | schedule | `WS#w#S#s` | `SCHEDULE` | `WS#w#P#p#SCHEDULES` / created#s | `WS#w#SCHEDULES` / created#s | `SCHEDULES#n` / `WS#w#S#s` |
 //! | active-run marker | `WS#w#S#s` | `ACTIVE_RUN` | | | |
-//! | run | `WS#w#R#r` | `RUN` | `WS#w#S#s#RUNS` / logAt#r (schedule runs) | `WS#w#P#p#RUNS` / created#r | `ACTIVE_RUNS#n` / created#w#r (PENDING, RUNNING) |
+//! | run | `WS#w#R#r` | `RUN` | `WS#w#S#s#RUNS` / logAt#r (schedule runs) | `WS#w#P#p#RUNS` / created#r | `ACTIVE_RUNS#n` / created#w#r (PENDING, RUNNING); `PENDING_EVENTS#n` / ended#w#r (ended, event not yet published) |
+//! | delivery of a run's notifications | `WS#w#R#r` | `DELIVERY#d` | | | |
+//! | integrations (Slack, signing secret) | `WS#w` | `INTEGRATIONS` | | | |
 //! | SQL cache entry | `WS#w#CACHE#k` | `CACHE` | | | |
 //! | rate-limit window | `RATE#k#windowStart` | `RATE` | | | |
 
@@ -195,6 +197,24 @@ pub fn runs_of_project(ws: &str, project: &str) -> String {
 pub fn active_runs_shard(shard: u32) -> String {
     format!("ACTIVE_RUNS#{shard}")
 }
+/// The outbox of run events: an ended run is in one of these GSI3 partitions from the
+/// write that ends it until its event is published (it has left `ACTIVE_RUNS#n` in that
+/// same write, so a run is in at most one GSI3 partition at a time).
+pub fn pending_events_shard(shard: u32) -> String {
+    format!("{PENDING_EVENTS_PREFIX}{shard}")
+}
+pub const PENDING_EVENTS_PREFIX: &str = "PENDING_EVENTS#";
+/// A delivery of the run's notifications, in the run's partition: listing a run's
+/// deliveries is one `Query` of that partition, and they expire with the run (TTL).
+pub fn delivery_sk(delivery: &str) -> String {
+    format!("{DELIVERY_PREFIX}{}", esc(delivery))
+}
+pub const DELIVERY_PREFIX: &str = "DELIVERY#";
+
+// --- notification integrations -----------------------------------------------------------
+
+/// The workspace's integrations item (in the workspace partition).
+pub const INTEGRATIONS_SK: &str = "INTEGRATIONS";
 
 // --- SQL cache and rate limits -----------------------------------------------------------
 
