@@ -35,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         }
         3 => {
             if let Ok(v) = decode_json::<VersionBody>(body) {
-                let _ = scheduled_runs::domain::cells::validate_version(&v, &|name| name == "warehouse");
+                let _ = scheduled_runs::domain::cells::validate_version(&v, &|name| {
+                    name == "warehouse"
+                });
             }
         }
         4 => {
