@@ -933,7 +933,9 @@ impl NotificationMessage {
         lines.push(format!("<{}|Open the run>", self.run_url));
         let text = lines.join("\n");
         serde_json::json!({
-            "text": self.subject(),
+            // Slack reads `text` as markup too (it is what notifications show): a title
+            // with `<!channel>` in it must not ping the channel from here either.
+            "text": slack_escape(&self.subject()),
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
         })
     }

@@ -761,6 +761,12 @@ fn messages_name_the_project_status_link_and_error_or_condition() {
         "{section}"
     );
     assert!(section.contains("Sales &lt;EMEA&gt;"), "escaped: {section}");
+    let fallback = slack["text"].as_str().unwrap_or_default();
+    assert!(
+        fallback.contains("Sales &lt;EMEA&gt;"),
+        "escaped: {fallback}"
+    );
+    assert!(!fallback.contains('<'), "{fallback}");
     assert!(section.contains("CELL_FAILED"), "{section}");
 
     let condition = message(
