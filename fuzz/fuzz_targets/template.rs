@@ -4,6 +4,7 @@
 #![no_main]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use scheduled_runs::domain::template::{self, CellView, TemplateContext};
@@ -25,11 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let mut cells = HashMap::new();
     cells.insert(
         "orders".to_owned(),
-        CellView {
+        Arc::new(CellView {
             columns: vec!["name".into()],
             rows: vec![vec![MARKER.into()]],
             row_count: 1,
-        },
+        }),
     );
     let ctx = TemplateContext {
         inputs: &inputs,
