@@ -235,8 +235,12 @@ impl Aws {
         Ok(Arc::new(SqsRunQueue::new(client!(self, aws_sdk_sqs), url)))
     }
 
-    /// The SNS topic of run events, as such (see `events` for the functions that end runs).
-    pub fn sns_events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
+    /// The run-event publisher of every function that ends runs: SNS. The write that ends
+    /// a run sets its `event_pending`; the notify function clears it once it handled the
+    /// event (as the embedded bus does), and the sweeper publishes whatever is still
+    /// pending (`outbox`). Clearing at the consumer keeps the run path at three writes and
+    /// covers an event lost between SNS and the notify function too.
+    pub fn events(&self) -> Result<Arc<SnsEventPublisher>, ConfigError> {
         let arn = AwsSettings::require(
             &self.settings.run_events_topic_arn,
             "SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN",
@@ -247,21 +251,12 @@ impl Aws {
         )))
     }
 
-    /// The run-event publisher of every function that ends runs: SNS. The write that ends
-    /// a run sets its `event_pending`; the notify function clears it once it handled the
-    /// event (as the embedded bus does), and the sweeper publishes whatever is still
-    /// pending (`outbox`). Clearing at the consumer keeps the run path at three writes and
-    /// covers an event lost between SNS and the notify function too.
-    pub fn events(&self, _store: &Arc<DynamoStore>) -> Result<Arc<SnsEventPublisher>, ConfigError> {
-        self.sns_events()
-    }
-
     /// The sweeper's part of the outbox: publishes the events still pending a while after
-    /// their run ended, through the same outbox publisher.
+    /// their run ended, through the same publisher.
     pub fn outbox(&self, store: &Arc<DynamoStore>) -> Result<EventOutbox, ConfigError> {
         Ok(EventOutbox {
             outbox: store.clone(),
-            publisher: self.events(store)?,
+            publisher: self.events()?,
             clock: self.clock.clone(),
             republish_after: REPUBLISH_EVENTS_AFTER,
         })
@@ -310,7 +305,7 @@ impl Aws {
             retention: self.settings.retention(),
             ..DispatchSettings::default()
         };
-        let events = self.events(&store)?;
+        let events = self.events()?;
         let notifications = Arc::new(NotificationRules {
             workspaces: store.clone(),
             projects: store.clone(),
@@ -399,7 +394,7 @@ impl Aws {
     pub fn dispatch_services(&self) -> Result<DispatchServices, ConfigError> {
         let store = self.store()?;
         let queue = self.queue()?;
-        let events = self.events(&store)?;
+        let events = self.events()?;
         let outbox = self.outbox(&store)?;
         let dispatch = self.dispatch_with(
             store.clone(),
@@ -437,7 +432,7 @@ impl Aws {
     /// function's `/tmp`.
     pub async fn executor(&self) -> Result<ExecutorService, ConfigError> {
         let store = self.store()?;
-        let events = self.events(&store)?;
+        let events = self.events()?;
         Ok(ExecutorService {
             path: store.clone(),
             runs: store.clone(),
