@@ -168,6 +168,8 @@ pub fn validate_version(
             ));
         }
         let field = format!("cells[{i}].sql");
+        template::check_constructs(&cell.sql)
+            .map_err(|e| VersionError::new(&field, e.to_string()))?;
         let variables =
             template::variables(&cell.sql).map_err(|e| VersionError::new(&field, e.to_string()))?;
         for path in &variables {
@@ -383,6 +385,19 @@ mod tests {
                 ),
                 "{sql}"
             );
+        }
+    }
+
+    #[test]
+    fn captured_blocks_are_refused_at_publish() {
+        for sql in [
+            "SELECT {% set q %}{{ region }}{% endset %}{{ q }}",
+            "SELECT {% filter upper %}{{ region }}{% endfilter %}",
+        ] {
+            let b = body(vec![cell("a", sql)], &["a"]);
+            let err = validate_version(&b, &known).unwrap_err();
+            assert_eq!(err.field, "cells[0].sql", "{sql}");
+            assert!(err.message.contains("captures SQL text"), "{sql}: {err}");
         }
     }
 

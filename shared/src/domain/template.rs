@@ -20,8 +20,12 @@
 //!   error), floats→`Float`, strings→`Text`. Lists, maps and bytes are refused with an
 //!   error, because no single bind can carry them and `IN ({{ ids }})` splicing is exactly
 //!   what binds must prevent: print the items one by one in a `{% for %}` loop instead.
-//! * `{% set x %}…{% endset %}` blocks and macros capture the placeholders they print, so
-//!   printing such a captured string binds it as text: harmless, if rarely useful.
+//! * Constructs that capture rendered output as a string (`{% set x %}…{% endset %}` and
+//!   `{% filter … %}…{% endfilter %}` blocks) are refused, at publish and at render: what
+//!   they capture is SQL text with placeholders, so a value printed inside would reach the
+//!   database as its placeholder's text (a wrong answer, silently). `{% set x = … %}` and
+//!   filters on values (`{{ x | upper }}`) do the same jobs and bind the value. Macros are
+//!   not compiled into the engine at all (a syntax error).
 //! * A hostile template cannot hang or exhaust the executor: rendering is bounded by
 //!   minijinja fuel (instructions), a recursion limit, a cap on the rendered SQL's size and
 //!   on the number of binds, and the template source itself is capped.
@@ -122,6 +126,56 @@ pub fn check_syntax(template: &str) -> Result<(), TemplateError> {
         .map_err(|e| TemplateError::Syntax(e.to_string()))
 }
 
+/// Checks that `template` uses no construct that captures rendered output (see the module
+/// documentation): `{% set x %}…{% endset %}` and `{% filter … %}…{% endfilter %}`.
+pub fn check_constructs(template: &str) -> Result<(), TemplateError> {
+    use minijinja::machinery::{WhitespaceConfig, ast, parse};
+    check_size(template)?;
+    let whitespace = WhitespaceConfig {
+        keep_trailing_newline: true,
+        ..WhitespaceConfig::default()
+    };
+    let root = parse(template, TEMPLATE_NAME, Default::default(), whitespace)
+        .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+    let mut pending = vec![&root];
+    while let Some(stmt) = pending.pop() {
+        let body: Vec<&[ast::Stmt<'_>]> = match stmt {
+            ast::Stmt::SetBlock(block) => {
+                return Err(captured(
+                    "a {% set … %}…{% endset %} block",
+                    block.span().start_line,
+                    "assign with {% set name = … %} instead",
+                ));
+            }
+            ast::Stmt::FilterBlock(block) => {
+                return Err(captured(
+                    "a {% filter … %}…{% endfilter %} block",
+                    block.span().start_line,
+                    "apply the filter to the value instead: {{ value | filter }}",
+                ));
+            }
+            ast::Stmt::Template(t) => vec![&t.children],
+            ast::Stmt::ForLoop(l) => vec![&l.body, &l.else_body],
+            ast::Stmt::IfCond(c) => vec![&c.true_body, &c.false_body],
+            ast::Stmt::WithBlock(w) => vec![&w.body],
+            ast::Stmt::AutoEscape(a) => vec![&a.body],
+            ast::Stmt::EmitExpr(_)
+            | ast::Stmt::EmitRaw(_)
+            | ast::Stmt::Set(_)
+            | ast::Stmt::Do(_) => Vec::new(),
+        };
+        pending.extend(body.into_iter().flatten());
+    }
+    Ok(())
+}
+
+fn captured(what: &str, line: u16, instead: &str) -> TemplateError {
+    TemplateError::Unsupported(format!(
+        "{what} (line {line}) captures SQL text, so the values printed in it cannot be bound \
+         as parameters; {instead}"
+    ))
+}
+
 /// The variables `template` reads from its context, as dotted paths where the template
 /// uses attribute syntax (`cells.orders.rows`, `region`), without the ones it assigns
 /// itself (`{% set %}`, loop targets, macro arguments).
@@ -149,7 +203,8 @@ pub fn render_sql(
     ctx: &TemplateContext<'_>,
     dialect: Dialect,
 ) -> Result<BoundSql, TemplateError> {
-    check_size(template)?;
+    // Versions published before captured blocks were refused may still hold one.
+    check_constructs(template)?;
     let binds: Arc<Mutex<Vec<SqlValue>>> = Arc::new(Mutex::new(Vec::new()));
     let mut env = environment();
     let sink = Arc::clone(&binds);
@@ -456,6 +511,59 @@ mod tests {
         assert_eq!(out.sql, "SELECT * FROM t WHERE name = ?1");
         assert_eq!(out.binds, vec![SqlValue::Text(hostile.into())]);
         assert!(!out.sql.contains("DROP"));
+    }
+
+    #[test]
+    fn blocks_that_capture_output_are_refused_wherever_they_nest() {
+        for (template, line) in [
+            ("SELECT {% set q %}{{ region }}{% endset %}{{ q }}", 1),
+            (
+                "SELECT {% set q | upper %}{{ region }}{% endset %}{{ q }}",
+                1,
+            ),
+            ("SELECT\n{% filter upper %}{{ region }}{% endfilter %}", 2),
+            (
+                "SELECT 1 {% if true %}\n{% for r in [1] %}{% with a = 1 %}\n{% autoescape false %}\
+              {% filter trim %}x{% endfilter %}{% endautoescape %}{% endwith %}{% endfor %}{% endif %}",
+                3,
+            ),
+            (
+                "{% for r in [] %}{% else %}{% set x %}1{% endset %}{% endfor %}",
+                1,
+            ),
+            (
+                "{% if false %}{% else %}{% filter lower %}{% endfilter %}{% endif %}",
+                1,
+            ),
+        ] {
+            let err = check_constructs(template).unwrap_err();
+            assert!(
+                matches!(&err, TemplateError::Unsupported(m) if m.contains(&format!("(line {line})"))),
+                "{template}: {err:?}"
+            );
+            // A version published before the check still cannot render one.
+            let rendered = render(template, json!({ "region": "EMEA" }));
+            assert_eq!(rendered, Err(err), "{template}");
+        }
+    }
+
+    #[test]
+    fn assignments_filters_on_values_and_control_flow_are_allowed() {
+        let template = "{% set q = region | upper %}{% with n = 2 %}SELECT {{ q }}, {{ n }}\
+            {% for r in [1] %} {{ r }}{% endfor %}{% if true %} {{ region | lower }}{% endif %}\
+            {% raw %} '{% set x %}{% filter %}' {% endraw %}{% endwith %}";
+        assert_eq!(check_constructs(template), Ok(()));
+        let out = render(template, json!({ "region": "Emea" })).unwrap();
+        assert_eq!(out.sql, "SELECT ?1, ?2 ?3 ?4 '{% set x %}{% filter %}' ");
+        assert_eq!(
+            out.binds,
+            vec![
+                SqlValue::Text("EMEA".into()),
+                SqlValue::Int(2),
+                SqlValue::Int(1),
+                SqlValue::Text("emea".into())
+            ]
+        );
     }
 
     #[test]
