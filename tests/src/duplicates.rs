@@ -363,3 +363,60 @@ pub async fn concurrent_deliveries_execute_once(s: &Stores) {
     assert_eq!(again, ExecuteOutcome::Ignored);
     assert_eq!(p.connectors.opened.load(Ordering::SeqCst), 1);
 }
+
+/// A run whose every query is answered by the SQL cache opens no data connection: the
+/// template renders for the connection's dialect, the cache is keyed by the rendered
+/// statement, and the connector is opened only when a query has to run.
+pub async fn cached_runs_open_no_connection(s: &Stores) {
+    let p = pipeline(s).await;
+    let execute = |fire: chrono::DateTime<chrono::Utc>| {
+        let p = &p;
+        async move {
+            p.clock.set(fire);
+            let outcome = p
+                .dispatch
+                .dispatch_scheduled(&p.schedule.workspace_id, &p.schedule.schedule_id, fire)
+                .await
+                .expect("dispatch");
+            let DispatchOutcome::Queued(run) = outcome else {
+                panic!("not queued: {outcome:?}");
+            };
+            let message = RunMessage::for_run(&run);
+            match p.executor.execute(&message).await.expect("execute") {
+                ExecuteOutcome::Finished(run) => *run,
+                ExecuteOutcome::Ignored => panic!("the run was not executed"),
+            }
+        }
+    };
+    // The editor's schedule runs fresh queries and fills the cache.
+    let fresh = execute(at(10, 9, 0)).await;
+    assert_eq!(fresh.status, RunStatus::Completed, "{fresh:?}");
+    assert!(
+        fresh.cells.iter().all(|c| !c.cache_hit),
+        "{:?}",
+        fresh.cells
+    );
+    assert_eq!(p.connectors.opened.load(Ordering::SeqCst), 1);
+
+    let mut cached = p.schedule.clone();
+    cached.use_cached_sql_results = true;
+    cached.version += 1;
+    s.schedules
+        .update_schedule(&cached, p.schedule.version, &ScheduleLimits::default())
+        .await
+        .expect("update schedule");
+    let hit = execute(at(10, 10, 0)).await;
+    assert_eq!(hit.status, RunStatus::Completed, "{hit:?}");
+    assert!(!hit.cells.is_empty());
+    assert!(hit.cells.iter().all(|c| c.cache_hit), "{:?}", hit.cells);
+    assert_eq!(
+        hit.cells.iter().map(|c| &c.rows).collect::<Vec<_>>(),
+        fresh.cells.iter().map(|c| &c.rows).collect::<Vec<_>>(),
+        "the cache answers what the query did"
+    );
+    assert_eq!(
+        p.connectors.opened.load(Ordering::SeqCst),
+        1,
+        "a run served from the cache connected to the warehouse"
+    );
+}

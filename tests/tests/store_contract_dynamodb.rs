@@ -164,3 +164,9 @@ async fn duplicate_run_messages_execute_once() {
     let (_keep, s) = fresh().await;
     scheduled_runs_tests::duplicates::concurrent_deliveries_execute_once(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_runs_open_no_connection() {
+    let (_keep, s) = fresh().await;
+    scheduled_runs_tests::duplicates::cached_runs_open_no_connection(&s).await;
+}

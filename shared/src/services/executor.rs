@@ -26,8 +26,9 @@ use crate::domain::model::{
 };
 use crate::domain::template::{self, CellView, TemplateContext};
 use crate::ports::{
-    Clock, ConnectorFactory, EventPublisher, ExecutionInputs, PortError, QueryError, RunMessage,
-    RunPathStore, RunStart, RunStore, SecretBox, SqlCacheStore, SqlConnector,
+    BoundSql, Clock, ConnectorFactory, Dialect, EventPublisher, ExecutionInputs, PortError,
+    QueryError, QueryOutput, RunMessage, RunPathStore, RunStart, RunStore, SecretBox,
+    SqlCacheStore, SqlConnector,
 };
 
 use super::ServiceError;
@@ -83,6 +84,31 @@ pub struct ExecutorService {
     pub events: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub settings: ExecutorSettings,
+}
+
+/// A data connection as one run uses it: the configuration, unsealed when a cell first
+/// needs it, and the connector, opened only once a query has to run.
+struct RunConnection {
+    config: ConnectionConfig,
+    connector: Option<Box<dyn SqlConnector>>,
+}
+
+impl RunConnection {
+    /// Templates render for the connection's dialect before anything is opened, so that a
+    /// cache hit (keyed by the rendered statement) needs no connection at all.
+    fn dialect(&self) -> Dialect {
+        match self.config {
+            ConnectionConfig::Sqlite { .. } => Dialect::Sqlite,
+            ConnectionConfig::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+}
+
+/// Why a cell's query did not run.
+enum CellQueryError {
+    /// Connecting failed; a message safe to record on the run.
+    Connect(String),
+    Query(QueryError),
 }
 
 /// How the cells ended.
@@ -393,7 +419,7 @@ impl ExecutorService {
             "api-triggered"
         };
         let mut views: HashMap<String, Arc<CellView>> = HashMap::new();
-        let mut connectors: HashMap<String, Box<dyn SqlConnector>> = HashMap::new();
+        let mut connections: HashMap<String, RunConnection> = HashMap::new();
         let deadline =
             run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
         for cell_id in plan {
@@ -410,13 +436,16 @@ impl ExecutorService {
                 hex_run_context: context_name,
                 cells: &views,
             };
-            if !connectors.contains_key(&cell.connection) {
-                match self
-                    .open_connector(run, loaded, &cell.connection, workdir)
-                    .await
-                {
-                    Ok(c) => {
-                        connectors.insert(cell.connection.clone(), c);
+            if !connections.contains_key(&cell.connection) {
+                match self.unseal_connection(run, loaded, &cell.connection) {
+                    Ok(config) => {
+                        connections.insert(
+                            cell.connection.clone(),
+                            RunConnection {
+                                config,
+                                connector: None,
+                            },
+                        );
                     }
                     Err(message) => {
                         results.push(errored_cell(&cell.id, message.clone(), started));
@@ -427,10 +456,10 @@ impl ExecutorService {
                     }
                 }
             }
-            let Some(connector) = connectors.get(&cell.connection) else {
+            let Some(connection) = connections.get_mut(&cell.connection) else {
                 continue;
             };
-            let bound = match template::render_sql(&cell.sql, &ctx, connector.dialect()) {
+            let bound = match template::render_sql(&cell.sql, &ctx, connection.dialect()) {
                 Ok(bound) => bound,
                 Err(e) => {
                     results.push(errored_cell(&cell.id, e.to_string(), started));
@@ -463,8 +492,8 @@ impl ExecutorService {
             };
             let (output, cache_hit) = match cached {
                 Some(hit) => ((hit.columns, hit.rows, hit.row_count), true),
-                None => match connector
-                    .query(&bound, self.settings.max_rows, cancel)
+                None => match self
+                    .query(connection, &cell.connection, workdir, &bound, cancel)
                     .await
                 {
                     Ok(out) => {
@@ -477,8 +506,17 @@ impl ExecutorService {
                         ));
                         ((out.columns, out.rows, out.row_count), false)
                     }
-                    Err(QueryError::Cancelled) => return (results, Ending::Interrupted),
-                    Err(e) => {
+                    Err(CellQueryError::Query(QueryError::Cancelled)) => {
+                        return (results, Ending::Interrupted);
+                    }
+                    Err(CellQueryError::Connect(message)) => {
+                        results.push(errored_cell(&cell.id, message.clone(), started));
+                        return (
+                            results,
+                            fail("CONNECTION_FAILED", message, Some(cell.id.clone())),
+                        );
+                    }
+                    Err(CellQueryError::Query(e)) => {
                         results.push(errored_cell(&cell.id, e.to_string(), started));
                         return (
                             results,
@@ -514,15 +552,14 @@ impl ExecutorService {
         (results, Ending::Completed)
     }
 
-    /// Opens the named connection of the run's workspace; on failure, a message safe to
-    /// record on the run (never the configuration itself).
-    async fn open_connector(
+    /// The configuration of the named connection of the run's workspace; on failure, a
+    /// message safe to record on the run (never the configuration itself).
+    fn unseal_connection(
         &self,
         run: &Run,
         loaded: &ExecutionInputs,
         name: &str,
-        workdir: &Path,
-    ) -> Result<Box<dyn SqlConnector>, String> {
+    ) -> Result<ConnectionConfig, String> {
         let Some(stored) = loaded.connections.get(name) else {
             return Err(format!(
                 "the workspace has no data connection named {name:?}"
@@ -533,17 +570,36 @@ impl ExecutorService {
             .open(&stored.sealed_config)
             .ok()
             .and_then(|plain| serde_json::from_slice(&plain).ok());
-        let Some(config) = config else {
+        config.ok_or_else(|| {
             tracing::error!(run_id = %run.run_id, schedule_id = ?run.schedule_id, connection = name,
                 "a stored connection could not be unsealed");
-            return Err(format!(
-                "the configuration of connection {name:?} could not be read"
-            ));
+            format!("the configuration of connection {name:?} could not be read")
+        })
+    }
+
+    /// Runs a statement on the connection, connecting first if no earlier cell of the run
+    /// did: a run whose every query is a cache hit never connects.
+    async fn query(
+        &self,
+        connection: &mut RunConnection,
+        name: &str,
+        workdir: &Path,
+        bound: &BoundSql,
+        cancel: &CancellationToken,
+    ) -> Result<QueryOutput, CellQueryError> {
+        let connector = match &mut connection.connector {
+            Some(connector) => connector,
+            empty => empty.insert(
+                self.connectors
+                    .open(&connection.config, workdir)
+                    .await
+                    .map_err(|e| CellQueryError::Connect(format!("connection {name:?}: {e}")))?,
+            ),
         };
-        self.connectors
-            .open(&config, workdir)
+        connector
+            .query(bound, self.settings.max_rows, cancel)
             .await
-            .map_err(|e| format!("connection {name:?}: {e}"))
+            .map_err(CellQueryError::Query)
     }
 
     /// The cache entry of a query the run executed; written with the run's end.
