@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod aws_deployment;
+pub mod deferred;
 pub mod demo;
 pub mod domain;
 pub mod embedded;

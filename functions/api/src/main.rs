@@ -5,16 +5,31 @@ mod identity;
 
 use std::sync::Arc;
 
+use lambda_http::tower::ServiceExt;
+use lambda_http::{Request, service_fn};
 use scheduled_runs::aws_deployment::{Aws, AwsSettings};
+use scheduled_runs::deferred::Deferred;
 use scheduled_runs::http::router;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let settings = AwsSettings::from_env()?;
-    let aws = Aws::load(settings).await;
-    let identity = Arc::new(identity::GatewayClaims::new(aws.settings.claims.clone()));
-    let public_url = aws.settings.public_url.clone().unwrap_or_default();
-    let state = aws.app_state(identity, public_url).await?;
-    lambda_http::run(router(state)).await
+    // The clients, the sealing key and the router are prepared beside the first poll, not
+    // before it (shared/src/deferred.rs).
+    let app = Deferred::start(move || {
+        let settings = settings.clone();
+        async move {
+            let aws = Aws::load(settings).await;
+            let identity = Arc::new(identity::GatewayClaims::new(aws.settings.claims.clone()));
+            let public_url = aws.settings.public_url.clone().unwrap_or_default();
+            Ok::<_, lambda_http::Error>(router(aws.app_state(identity, public_url).await?))
+        }
+    });
+    let app = &app;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        let router = app.get().await?.clone();
+        Ok::<_, lambda_http::Error>(router.oneshot(request).await?)
+    }))
+    .await
 }

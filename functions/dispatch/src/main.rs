@@ -6,20 +6,27 @@ mod handler;
 
 use lambda_runtime::{run, service_fn};
 use scheduled_runs::aws_deployment::{Aws, AwsSettings};
+use scheduled_runs::deferred::Deferred;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = Aws::load(AwsSettings::from_env()?).await;
-    let services = aws.dispatch_services()?;
-    let handler = handler::Handler {
-        dispatch: services.dispatch,
-        maintenance: services.maintenance,
-        outbox: services.outbox,
-    };
+    let settings = AwsSettings::from_env()?;
+    // The clients are built beside the first poll, not before it (shared/src/deferred.rs).
+    let handler = Deferred::start(move || {
+        let settings = settings.clone();
+        async move {
+            let services = Aws::load(settings).await.dispatch_services()?;
+            Ok::<_, lambda_runtime::Error>(handler::Handler {
+                dispatch: services.dispatch,
+                maintenance: services.maintenance,
+                outbox: services.outbox,
+            })
+        }
+    });
     let handler = &handler;
     run(service_fn(move |event| async move {
-        handler.handle(event).await
+        handler.get().await?.handle(event).await
     }))
     .await
 }

@@ -5,15 +5,21 @@ mod handler;
 
 use lambda_runtime::{run, service_fn};
 use scheduled_runs::aws_deployment::{Aws, AwsSettings};
+use scheduled_runs::deferred::Deferred;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = Aws::load(AwsSettings::from_env()?).await;
-    let executor = aws.executor().await?;
+    let settings = AwsSettings::from_env()?;
+    // The clients and the sealing key are prepared beside the first poll, not before it
+    // (shared/src/deferred.rs).
+    let executor = Deferred::start(move || {
+        let settings = settings.clone();
+        async move { Aws::load(settings).await.executor().await }
+    });
     let executor = &executor;
     run(service_fn(move |event| async move {
-        handler::handle(executor, event).await
+        handler::handle(executor.get().await?, event).await
     }))
     .await
 }
