@@ -155,7 +155,9 @@ async fn no_template_construct_splices_an_input_into_the_sql() {
     // placeholder's text instead of the value.
     assert_eq!(
         bound,
-        ["plain", "safe", "string", "concat", "replace", "join", "loop", "format"],
+        [
+            "plain", "safe", "string", "concat", "replace", "join", "loop", "format"
+        ],
         "{captured:?} {refused:?}"
     );
     assert_eq!(
