@@ -1,7 +1,14 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations and the request and
 //! response types, served at `/api/v1/openapi.json`.
+//!
+//! The document is generated once, by a test, into `openapi.json` beside this file, and
+//! served from there: the binaries carry the finished text instead of the code that builds
+//! it (a few hundred KiB of every API binary, and work on every request), and the document
+//! is a file a reviewer sees change. The test fails when the file and the annotations
+//! disagree; `UPDATE_OPENAPI=1 cargo test -p scheduled-runs-shared --lib openapi` rewrites it.
 
-use axum::Json;
+use axum::http::header;
+use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -47,6 +54,32 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The generated document, as served.
+pub const DOCUMENT: &str = include_str!("openapi.json");
+
+pub async fn document() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_openapi_document_is_the_generated_one() {
+        let generated = ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the document serialises")
+            + "\n";
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/openapi.json");
+            std::fs::write(path, &generated).expect("write openapi.json");
+            return;
+        }
+        assert!(
+            DOCUMENT == generated,
+            "shared/src/http/openapi.json is out of date with the annotations: \
+             UPDATE_OPENAPI=1 cargo test -p scheduled-runs-shared --lib openapi"
+        );
+    }
 }
