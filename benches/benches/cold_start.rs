@@ -2,16 +2,16 @@
 //! `lambda_runtime` binary built with the same (release) profile.
 //!
 //! ```text
-//! cargo build --release -p scheduled-runs-api -p scheduled-runs-dispatch -p scheduled-runs-execute
+//! cargo build --release -p scheduled-runs-api -p scheduled-runs-dispatch -p scheduled-runs-execute -p scheduled-runs-notify
 //! cargo build --release -p scheduled-runs-benches --example hello_lambda
 //! cargo bench -p scheduled-runs-benches --bench cold_start
 //! ```
 //!
 //! Cold start = from `exec` (just before `spawn`) to the binary's first
 //! `GET /2018-06-01/runtime/invocation/next` on a loopback Runtime API. The same loopback
-//! server answers Secrets Manager's `GetSecretValue`, which the `api` and `execute`
-//! functions call once while they initialise (the sealing key); every other AWS endpoint
-//! points at it too, though nothing else is called before the first poll. The binaries are
+//! server answers Secrets Manager's `GetSecretValue`, which the `api`, `execute` and
+//! `notify` functions call once while they prepare (the sealing key, read beside the first
+//! poll: `shared/src/deferred.rs`); every other AWS endpoint points at it too. The binaries are
 //! run interleaved, `ROUNDS` times each; the size is the file's (release strips symbols).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use scheduled_runs_benches::{machine, percentile};
 
 /// The function binaries; add a name here when a function is added.
-const FUNCTIONS: &[&str] = &["api", "dispatch", "execute"];
+const FUNCTIONS: &[&str] = &["api", "dispatch", "execute", "notify"];
 const BASELINE: &str = "examples/hello_lambda";
-const ROUNDS: usize = 40;
+/// Runs of each binary (`COLD_START_ROUNDS`); on a shared machine more rounds steady the median.
+const ROUNDS: usize = 200;
 
 fn release_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -95,8 +96,12 @@ fn main() {
     let endpoint = format!("http://{addr}");
     let mut names: Vec<&str> = vec![BASELINE];
     names.extend_from_slice(FUNCTIONS);
+    let rounds = std::env::var("COLD_START_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
-    for round in 0..=ROUNDS {
+    for round in 0..=rounds {
         for (i, name) in names.iter().enumerate() {
             let path = dir.join(name);
             let mut command = Command::new(&path);
@@ -157,10 +162,10 @@ fn main() {
         }
     }
     println!("machine: {}", machine());
-    println!("exec → first /next, {ROUNDS} runs each, interleaved; release profile");
+    println!("exec → first /next, {rounds} runs each, interleaved; release profile");
     println!(
-        "{:<24} {:>10} {:>10} {:>10} {:>9} {:>11}",
-        "binary", "p50", "p90", "min", "× hello", "size"
+        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>9} {:>11}",
+        "binary", "p10", "p50", "p90", "min", "× hello", "size"
     );
     let mut baseline = Duration::ZERO;
     for (i, name) in names.iter().enumerate() {
@@ -172,8 +177,9 @@ fn main() {
         }
         let size = std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         println!(
-            "{:<24} {:>7.2} ms {:>7.2} ms {:>7.2} ms {:>8.2}× {:>7.2} MiB",
+            "{:<24} {:>7.2} ms {:>7.2} ms {:>7.2} ms {:>7.2} ms {:>8.2}× {:>7.2} MiB",
             name.trim_start_matches("examples/"),
+            percentile(&s, 10.0).as_secs_f64() * 1e3,
             p50.as_secs_f64() * 1e3,
             percentile(&s, 90.0).as_secs_f64() * 1e3,
             s[0].as_secs_f64() * 1e3,

@@ -60,6 +60,32 @@ pub enum ConfigError {
     Startup(String),
 }
 
+/// Installs the functions' log subscriber: one line per event on stdout, JSON when Lambda's
+/// logging controls ask for it (`AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets),
+/// at the level `AWS_LAMBDA_LOG_LEVEL` (or `RUST_LOG`) names, `INFO` otherwise — what
+/// `lambda_runtime`'s default subscriber does, with a plain level instead of an `EnvFilter`:
+/// per-module directives are not needed in Lambda, and the filter's regex engine is a
+/// quarter of a megabyte of every function binary (BENCHMARKS.md, requirement 1).
+pub fn init_function_logging() {
+    use tracing_subscriber::filter::LevelFilter;
+    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let level = var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|| var("RUST_LOG"))
+        .and_then(|level| level.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_max_level(level);
+    // Fails only when a subscriber is installed already, which then keeps logging.
+    let _installed = if json {
+        logs.json().try_init()
+    } else {
+        logs.try_init()
+    };
+}
+
 /// Every setting of the AWS deployment. Each function requires the ones it uses.
 #[derive(Clone, Debug, Default)]
 pub struct AwsSettings {

@@ -13,11 +13,11 @@ use scheduled_runs::http::router;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    scheduled_runs::aws_deployment::init_function_logging();
     let settings = AwsSettings::from_env()?;
-    // The clients, the sealing key and the router are prepared beside the first poll, not
+    // The clients, the sealing key and the router are prepared on the first invocation, not
     // before it (shared/src/deferred.rs).
-    let app = Deferred::start(move || {
+    let app = Deferred::new(move || {
         let settings = settings.clone();
         async move {
             let aws = Aws::load(settings).await;

@@ -10,10 +10,10 @@ use scheduled_runs::deferred::Deferred;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    scheduled_runs::aws_deployment::init_function_logging();
     let settings = AwsSettings::from_env()?;
-    // The clients are built beside the first poll, not before it (shared/src/deferred.rs).
-    let handler = Deferred::start(move || {
+    // The clients are built on the first invocation, not before the first poll (shared/src/deferred.rs).
+    let handler = Deferred::new(move || {
         let settings = settings.clone();
         async move {
             let services = Aws::load(settings).await.dispatch_services()?;

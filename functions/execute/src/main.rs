@@ -9,11 +9,11 @@ use scheduled_runs::deferred::Deferred;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    scheduled_runs::aws_deployment::init_function_logging();
     let settings = AwsSettings::from_env()?;
-    // The clients and the sealing key are prepared beside the first poll, not before it
-    // (shared/src/deferred.rs).
-    let executor = Deferred::start(move || {
+    // The clients and the sealing key are prepared on the first invocation, not before the
+    // first poll (shared/src/deferred.rs).
+    let executor = Deferred::new(move || {
         let settings = settings.clone();
         async move { Aws::load(settings).await.executor().await }
     });

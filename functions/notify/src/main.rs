@@ -1,7 +1,7 @@
 //! The notify function: SNS run events (SPEC §7) → the notify service → e-mail through
 //! SES, Slack and signed webhooks through the SSRF-guarded client, each delivery recorded
 //! on its run. `main` only configures: settings, then the SDK clients and the sealing key
-//! once per execution environment, prepared beside the first poll
+//! once per execution environment, prepared on the first invocation
 //! (shared/src/deferred.rs); `handler` does the rest.
 
 mod handler;
@@ -12,9 +12,9 @@ use scheduled_runs::deferred::Deferred;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    scheduled_runs::aws_deployment::init_function_logging();
     let settings = AwsSettings::from_env()?;
-    let notify = Deferred::start(move || {
+    let notify = Deferred::new(move || {
         let settings = settings.clone();
         async move {
             let aws = Aws::load(settings).await;
