@@ -76,6 +76,7 @@ macro_rules! client {
         $sdk::Client::from_conf(
             $sdk::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
+                .http_client(scheduled_runs::aws_deployment::https_client())
                 .region(Region::new(REGION))
                 .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
                 .endpoint_url($endpoint)

@@ -67,6 +67,7 @@ fn scheduler_client(endpoint: &str) -> scheduler_sdk::Client {
     use scheduler_sdk::config::{BehaviorVersion, Credentials, Region};
     let config = scheduler_sdk::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .endpoint_url(endpoint)
@@ -78,6 +79,7 @@ fn sqs_client(endpoint: &str) -> sqs_sdk::Client {
     use sqs_sdk::config::{BehaviorVersion, Credentials, Region};
     let config = sqs_sdk::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .endpoint_url(endpoint)
@@ -89,6 +91,7 @@ fn sns_client(endpoint: &str) -> sns_sdk::Client {
     use sns_sdk::config::{BehaviorVersion, Credentials, Region};
     let config = sns_sdk::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .endpoint_url(endpoint)

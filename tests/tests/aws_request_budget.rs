@@ -90,6 +90,7 @@ async fn deployment(dynamodb: &str, moto: &str, counter: &RequestCounter) -> Aws
     ]));
     let sdk = aws_types::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new(REGION))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "testing", "testing", None, None, "test",

@@ -571,6 +571,7 @@ fn ses_client(endpoint: &str) -> ses_sdk::Client {
     use ses_sdk::config::{BehaviorVersion, Credentials, Region};
     let config = ses_sdk::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .endpoint_url(endpoint)

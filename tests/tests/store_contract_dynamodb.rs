@@ -52,6 +52,7 @@ fn client(endpoint: &str) -> sdk::Client {
     use sdk::config::{BehaviorVersion, Credentials, Region};
     let config = sdk::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new(
             "testing",

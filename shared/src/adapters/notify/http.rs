@@ -113,7 +113,7 @@ impl GuardedHttp {
 
     /// A client that trusts `roots` only (tests bring their own authority).
     pub fn with_roots(policy: UrlPolicy, roots: rustls::RootCertStore) -> GuardedHttp {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = match rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
         {
