@@ -180,11 +180,13 @@ impl RunService {
             event_pending: false,
             notifications: Vec::new(),
         };
-        self.runs.create_run_if_absent(&run).await?;
-        self.queue.enqueue(&RunMessage::for_run(&run)).await?;
+        // Activity first: once the run exists, a failure must not tell the caller to start
+        // it again (see `schedules::create`).
         self.projects
             .touch_activity(&caller.workspace_id, project_id, now)
             .await?;
+        self.runs.create_run_if_absent(&run).await?;
+        self.queue.enqueue(&RunMessage::for_run(&run)).await?;
         tracing::info!(run_id = %run.run_id, project_id, "API run queued");
         Ok(Started::Queued(Box::new(run)))
     }

@@ -175,6 +175,11 @@ impl ScheduleService {
             .await?;
         remember_caller(self.workspaces.as_ref(), caller).await?;
         let now = self.clock.now();
+        // Activity is recorded before the change it belongs to, never after: once the
+        // schedule exists, a failure must not make the caller create it a second time.
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, now)
+            .await?;
         let schedule = Schedule {
             schedule_id: uuid::Uuid::new_v4().to_string(),
             project_id: project_id.to_owned(),
@@ -212,9 +217,6 @@ impl ScheduleService {
             }
             return Err(e.into());
         }
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, now)
-            .await?;
         Ok(self.view_with(schedule, timing, true, None))
     }
 
@@ -358,6 +360,9 @@ impl ScheduleService {
         } else {
             Default::default()
         };
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, now)
+            .await?;
         match self
             .schedules
             .update_schedule(&updated, existing.version, &limits)
@@ -377,9 +382,6 @@ impl ScheduleService {
         // A failure here leaves the previous trigger in place; `reconcile` repairs it.
         self.triggers
             .put_trigger(&updated, updated.enabled && !access.project.archived)
-            .await?;
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, now)
             .await?;
         Ok(self.view_with(updated, timing, !access.project.archived, None))
     }
@@ -407,6 +409,9 @@ impl ScheduleService {
                 current: existing.version,
             });
         }
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
+            .await?;
         // Trigger first: a stored schedule without a trigger is repairable, a trigger
         // without a stored schedule would fire for nothing.
         self.triggers.delete_trigger(&existing).await?;
@@ -422,9 +427,6 @@ impl ScheduleService {
             }
             return Err(map_write_error(e));
         }
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
-            .await?;
         Ok(())
     }
 
