@@ -198,13 +198,47 @@ impl ScheduleService {
             version: 1,
             notifications,
         };
-        self.schedules
+        match self
+            .schedules
             .insert_schedule(
                 &schedule,
                 &policy::creation_limits(workspace.plan, access.role),
             )
             .await
-            .map_err(map_write_error)?;
+        {
+            Ok(()) => {}
+            // The id was made for this request, so a schedule stored under it is this
+            // request's: an insert whose answer was lost may have landed (and its retry
+            // then be refused as a duplicate). Asked once more, the store says which —
+            // otherwise the caller, told to retry, would create a second schedule and
+            // every fire would run twice.
+            Err(
+                e @ (PortError::AlreadyExists
+                | PortError::Unavailable {
+                    retryable: true, ..
+                }),
+            ) => {
+                let landed = self
+                    .schedules
+                    .get_schedule(&schedule.workspace_id, &schedule.schedule_id)
+                    .await?
+                    .is_some_and(|stored| {
+                        stored.version == schedule.version
+                            && stored.created_by == schedule.created_by
+                    });
+                if !landed {
+                    return Err(match e {
+                        PortError::AlreadyExists => ServiceError::Backend(PortError::unavailable(
+                            "the schedule insert was refused as a duplicate, yet nothing is stored",
+                        )),
+                        other => other.into(),
+                    });
+                }
+                tracing::warn!(schedule_id = %schedule.schedule_id, error = %e,
+                    "a schedule insert reported failure but had landed");
+            }
+            Err(e) => return Err(map_write_error(e)),
+        }
         if let Err(e) = self.triggers.put_trigger(&schedule, schedule.enabled).await {
             // Without a trigger the stored schedule would silently never fire: undo it.
             if let Err(undo) = self
