@@ -13,7 +13,7 @@
 //! Requests are recognised by operation, `service:Operation`: the service is the SigV4
 //! credential scope's, the operation comes from `X-Amz-Target` (DynamoDB, SQS — AWS JSON
 //! protocols), the form's `Action` (SNS — the query protocol) or the method and path
-//! (EventBridge Scheduler — REST-JSON). A rule applies a fault to a number of matching
+//! (EventBridge Scheduler, SES v2 — REST-JSON). A rule applies a fault to a number of matching
 //! requests, optionally after letting some pass and optionally only to requests whose path
 //! or body contains a text (a workspace id, so that cases can run side by side), and
 //! reports what it did: faults injected, held requests the client gave up on.
@@ -46,7 +46,7 @@ pub enum Fault {
     /// The service's throttling error, not forwarded. DynamoDB alternates
     /// `ThrottlingException` and `ProvisionedThroughputExceededException` (both 400),
     /// SQS answers `RequestThrottled`, SNS `Throttling` (400), Scheduler
-    /// `ThrottlingException` (429).
+    /// `ThrottlingException` and SES `TooManyRequestsException` (429).
     Throttle,
     /// A server error, not forwarded: 500 (`InternalServerError` and the like) and 503
     /// (`ServiceUnavailable`) alternately.
@@ -487,6 +487,8 @@ fn operation(request: &Request) -> String {
         ("GET", ["schedule-groups", _]) => "GetScheduleGroup",
         ("POST", ["schedule-groups", _]) => "CreateScheduleGroup",
         ("DELETE", ["schedule-groups", _]) => "DeleteScheduleGroup",
+        // SES v2 (REST-JSON).
+        ("POST", ["v2", "email", "outbound-emails"]) => "SendEmail",
         _ => "Unknown",
     };
     format!("{service}:{name}")
@@ -618,10 +620,11 @@ fn error_answer(operation: &str, status: u16, before: usize) -> Answer {
                 json!({"__type": format!("com.amazonaws.sqs#{code}"), "message": code}),
             )
         }
-        "scheduler" => {
-            let (code, message) = match status {
-                429 => ("ThrottlingException", "Rate exceeded"),
-                503 => ("ServiceUnavailableException", "Service unavailable"),
+        "scheduler" | "ses" => {
+            let (code, message) = match (service, status) {
+                ("ses", 429) => ("TooManyRequestsException", "Maximum sending rate exceeded"),
+                (_, 429) => ("ThrottlingException", "Rate exceeded"),
+                (_, 503) => ("ServiceUnavailableException", "Service unavailable"),
                 _ => ("InternalServerException", "Internal server error"),
             };
             json_answer(

@@ -36,6 +36,7 @@ use http_body_util::BodyExt;
 use scheduled_runs::adapters::aws::connectors::sdk as secrets_sdk;
 use scheduled_runs::adapters::aws::dynamodb::{DynamoStore, create_table, sdk as dynamo_sdk};
 use scheduled_runs::adapters::aws::scheduler::sdk as scheduler_sdk;
+use scheduled_runs::adapters::aws::ses::sdk as ses_sdk;
 use scheduled_runs::adapters::aws::sns::sdk as sns_sdk;
 use scheduled_runs::adapters::aws::sqs::sdk as sqs_sdk;
 use scheduled_runs::adapters::local::clock::ManualClock;
@@ -44,13 +45,13 @@ use scheduled_runs::aws_deployment::{
     Aws, AwsSettings, DispatchServices, REPUBLISH_EVENTS_AFTER, SdkCallSettings,
 };
 use scheduled_runs::domain::model::{
-    Caller, ConnectionConfig, Plan, Run, RunStatus, User, WorkspaceRole,
+    Caller, ConnectionConfig, DeliveryStatus, Plan, Run, RunStatus, User, WorkspaceRole,
 };
 use scheduled_runs::http::auth::{AuthError, IdentityResolver};
 use scheduled_runs::ports::{
-    BoundSql, Clock, ConnectorFactory, FireRequest, PageRequest, PortError, RunEvent,
-    RunEventOutbox, RunFilter, RunMessage, RunStore, ScheduleFilter, ScheduleStore, SqlConnector,
-    WorkspaceStore,
+    BoundSql, Clock, ConnectorFactory, DeliveryStore, FireRequest, PageRequest, PortError,
+    RunEvent, RunEventOutbox, RunFilter, RunMessage, RunStore, ScheduleFilter, ScheduleStore,
+    SqlConnector, WorkspaceStore,
 };
 use scheduled_runs::services::ServiceError;
 use scheduled_runs::services::executor::{ExecuteOutcome, ExecutorService};
@@ -58,6 +59,7 @@ use scheduled_runs::services::reconcile::TriggerRef;
 use scheduled_runs::services::schedules::CreateSchedule;
 use scheduled_runs::services::workspaces::WorkspaceService;
 use scheduled_runs_tests::fault_proxy::{Fault, FaultProxy, Rule, RuleReport};
+use scheduled_runs_tests::peers::http_get;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -137,6 +139,7 @@ fn sdk_config(dynamodb: &str, moto: &str) -> aws_types::SdkConfig {
         ("AWS_ENDPOINT_URL_SQS".to_owned(), moto.to_owned()),
         ("AWS_ENDPOINT_URL_SNS".to_owned(), moto.to_owned()),
         ("AWS_ENDPOINT_URL_SCHEDULER".to_owned(), moto.to_owned()),
+        ("AWS_ENDPOINT_URL_SESV2".to_owned(), moto.to_owned()),
         (
             "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
             moto.to_owned(),
@@ -188,6 +191,8 @@ struct Stack {
     scheduler: scheduler_sdk::Client,
     run_queue_url: String,
     events_queue_url: String,
+    /// moto's own endpoint (its management API shows the e-mail SES accepted).
+    moto: String,
 }
 
 impl Stack {
@@ -255,7 +260,19 @@ impl Stack {
             .arn()
             .unwrap_or_default()
             .to_owned();
+        let ses_from = format!("runs@{short}.example.com");
+        ses_sdk::Client::new(&direct_sdk)
+            .create_email_identity()
+            .email_identity(&ses_from)
+            .send()
+            .await
+            .expect("verify the sender on moto");
         let env = HashMap::from([
+            (
+                "SCHEDULED_RUNS_PUBLIC_URL",
+                "https://runs.example.com".to_owned(),
+            ),
+            ("SCHEDULED_RUNS_SES_FROM", ses_from),
             ("SCHEDULED_RUNS_TABLE", table.clone()),
             ("SCHEDULED_RUNS_RUN_QUEUE_URL", run_queue_url.clone()),
             ("SCHEDULED_RUNS_RUN_EVENTS_TOPIC_ARN", topic_arn),
@@ -294,6 +311,7 @@ impl Stack {
             sqs,
             run_queue_url,
             events_queue_url,
+            moto: peers.moto.clone(),
             dynamo_proxy,
             moto_proxy,
             aws,
@@ -1332,6 +1350,220 @@ async fn project_runs(stack: &Stack, workspace_id: &str, project_id: &str) -> Ve
         )
         .await
         .expect("the project's runs")
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications
+// ---------------------------------------------------------------------------------------
+
+/// The notify function's calls per delivery: (label, operation). A delivery is claimed
+/// (`PutItem`, after a `GetItem` of the run's expiry), sent (SES `SendEmail`) and recorded
+/// (`UpdateItem`).
+const NOTIFY_OPERATIONS: [(&str, &str); 3] = [
+    ("claim", "dynamodb:PutItem"),
+    ("send", "ses:SendEmail"),
+    ("record", "dynamodb:UpdateItem"),
+];
+
+/// What a notify case is expected to show: the e-mails sent, and the invocations of the
+/// notify function until the event was handled. One e-mail, except where a sent e-mail's
+/// fate was lost: SES has no idempotency key, so an e-mail sent again arrives twice.
+fn expected_notify(label: &str, kind: Kind) -> (usize, u32) {
+    match (label, kind) {
+        // The store was unavailable for the whole first invocation: Lambda's retry.
+        ("claim", Kind::ThrottleAll) => (1, 2),
+        // The claim landed but no answer said so; the retry finds it held by the dead
+        // invocation's claim until its lease ran out (the second retry, three minutes on).
+        ("claim", Kind::Applied500All) => (1, 3),
+        // SES took it but the answer was lost: the SDK's retry sends it again (and the
+        // notify service's next attempt, after three lost answers).
+        ("send", Kind::Applied500) => (2, 1),
+        ("send", Kind::Applied500All) => (4, 1),
+        // Sent, but the record of it could not be written (or was refused as if taken
+        // over): the handling fails, and the retry that takes the delivery over once the
+        // claim's lease ran out sends it again.
+        ("record", Kind::ThrottleAll | Kind::ConditionFailed) => (2, 3),
+        // The record landed without an answer: the retry finds the delivery done.
+        ("record", Kind::Applied500All) => (1, 2),
+        _ => (1, 1),
+    }
+}
+
+/// How many e-mails SES on moto accepted, per recipient.
+async fn emails_to(moto: &str) -> HashMap<String, usize> {
+    let data: Value = serde_json::from_str(&http_get(&format!("{moto}/moto-api/data.json")).await)
+        .expect("moto's data");
+    let mut sent = HashMap::new();
+    for message in data["ses"]["Message"].as_array().into_iter().flatten() {
+        for to in message["destinations"]["ToAddresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            *sent
+                .entry(to.as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_faults_deliver_each_notification() {
+    let Some(peers) = peers("aws_faults::notify_faults_deliver_each_notification") else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let stack = Stack::new(&peers).await;
+    let workspace_id = "acme";
+    stack.workspace(workspace_id).await;
+    let state = stack
+        .aws
+        .app_state(Arc::new(HeaderIdentity), "https://runs.example.com".into())
+        .await
+        .expect("app state");
+    let router = scheduled_runs::http::router(state);
+    let executor = stack.aws.executor().await.expect("executor");
+    let mut notify = stack.aws.notify_service().await.expect("notify service");
+    // The service's own pauses between delivery attempts, shortened as the SDK's are.
+    notify.settings.first_backoff = StdDuration::from_millis(10);
+    notify.settings.max_backoff = StdDuration::from_millis(40);
+    let project_id = published_project(&router, workspace_id).await;
+    let runs_path = format!("/api/v1/projects/{project_id}/runs");
+
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    let mut recipients = Vec::new();
+    for (label, operation) in NOTIFY_OPERATIONS {
+        for kind in Kind::API {
+            if !kind.fits(operation, true) {
+                continue;
+            }
+            // A finished API run that e-mails a recipient of its own (outside the faults).
+            stack.clock.advance(Duration::hours(2));
+            let to = format!(
+                "n{}-{}@example.com",
+                rows.len(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let (status, body) = api(
+                &router,
+                "POST",
+                &runs_path,
+                workspace_id,
+                Some(json!({"notifications": [{"type": "ALL", "emails": [to]}]})),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            let run_id = body["runId"].as_str().unwrap_or_default().to_owned();
+            for message in stack.take_run_messages().await {
+                executor.execute(&message).await.expect("execute");
+            }
+            let event = stack
+                .take_events()
+                .await
+                .into_iter()
+                .find(|e| e.run_id == run_id)
+                .expect("the run's event");
+
+            // SNS invokes the notify function; Lambda retries a failed invocation after one
+            // and two minutes, and the sweeper's outbox publishes a still-pending event
+            // again after ten.
+            let proxy = stack.proxy(operation);
+            let rule = proxy.arm(kind.rule(operation));
+            let mut invocations = 0;
+            let mut failures = Vec::new();
+            let mut delivered = false;
+            while invocations < 5 {
+                invocations += 1;
+                match notify.handle(&event).await {
+                    Ok(report) if report.in_progress == 0 => {
+                        delivered = true;
+                        break;
+                    }
+                    Ok(_) => failures.push("held by another claim".to_owned()),
+                    Err(e) if retryable(&e) => failures.push("store unavailable".to_owned()),
+                    Err(e) => {
+                        failures.push(format!("not retryable: {e}"));
+                        break;
+                    }
+                }
+                stack.clock.advance(match invocations {
+                    1 => Duration::minutes(1),
+                    2 => Duration::minutes(2),
+                    _ => REPUBLISH_EVENTS_AFTER,
+                });
+            }
+            let report = proxy.disarm(rule);
+            let records = stack
+                .direct
+                .list_deliveries(workspace_id, &run_id)
+                .await
+                .expect("the run's deliveries");
+
+            let mut found = check_rule(report, operation, kind);
+            if !delivered {
+                found.push(format!("never handled: {failures:?}"));
+            }
+            if failures.iter().any(|f| f.starts_with("not retryable")) {
+                found.push(format!("{failures:?}"));
+            }
+            if records.len() != 1 || records[0].status != DeliveryStatus::Delivered {
+                found.push(format!("recorded {records:?}"));
+            }
+            let (_, expected_invocations) = expected_notify(label, kind);
+            if invocations != expected_invocations {
+                found.push(format!(
+                    "{invocations} invocations, expected {expected_invocations}"
+                ));
+            }
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| format!("{label} {operation} / {}: {p}", kind.label())),
+            );
+            rows.push(vec![
+                format!("{label} ({operation})"),
+                kind.label().to_owned(),
+                report.injected.to_string(),
+                invocations.to_string(),
+                records.first().map_or("none".to_owned(), |r| {
+                    format!("{} after {} attempts", r.status.as_str(), r.attempts)
+                }),
+            ]);
+            recipients.push((to, label, operation, kind));
+        }
+    }
+    // What SES accepted, per recipient (one read of moto's state for all cases).
+    let sent = emails_to(&stack.moto).await;
+    for ((to, label, operation, kind), row) in recipients.iter().zip(rows.iter_mut()) {
+        let got = sent.get(to).copied().unwrap_or(0);
+        let (emails, _) = expected_notify(label, *kind);
+        if got != emails {
+            problems.push(format!(
+                "{label} {operation} / {}: {got} e-mails sent, expected {emails}",
+                kind.label()
+            ));
+        }
+        row.push(got.to_string());
+    }
+    print_table(
+        "AWS faults on notifications (one API run e-mailing one recipient per case)",
+        &[
+            "call",
+            "fault",
+            "injected",
+            "invocations",
+            "delivery",
+            "e-mails sent",
+        ],
+        &rows,
+    );
+    println!("{} cases in {:.1?}", rows.len(), started.elapsed());
+    for proxy in [&stack.dynamo_proxy, &stack.moto_proxy] {
+        assert!(proxy.broken().is_empty(), "{:?}", proxy.broken());
+    }
+    finish(&problems, rows.len());
 }
 
 // ---------------------------------------------------------------------------------------
