@@ -1,7 +1,7 @@
 //! AWS faults (RELIABILITY.md §3): throttling, 5xx, timeouts, requests applied whose answer
 //! is lost, and conditional-check failures, injected into each adapter call of the run path
-//! (dispatch, execute), of API runs and of the schedule path (create, change, delete),
-//! against DynamoDB Local and moto's server.
+//! (dispatch, execute), of API runs, of the schedule path (create, change, delete) and of
+//! notifications (claim, SES, record), against DynamoDB Local and moto's server.
 //!
 //! The deployment is the real one (`aws_deployment::Aws`: its services, adapters and SDK
 //! clients with their retries and timeouts); only the clients' endpoints point at a
@@ -15,9 +15,9 @@
 //! injected, and every request held without an answer was given up by the client (its
 //! attempt timeout fired); failures reach the caller as retryable errors (a 503 without
 //! backend text from the API); in the end exactly one run exists for a fire, ended exactly
-//! once and announced — and for the schedule path, after `reconcile`, every stored
-//! schedule's EventBridge schedule (read back from moto) agrees with it and no trigger is
-//! left without one. Each case also pins how it was handled (absorbed by the SDK's retries,
+//! once and announced; each notification is recorded delivered; and for the schedule
+//! path, after `reconcile`, every stored schedule's EventBridge schedule (read back from
+//! moto) agrees with it and no trigger is left without one. Each case also pins how it was handled (absorbed by the SDK's retries,
 //! delivered again, queued again by the sweeper, announced by the outbox) and what it left,
 //! so a change of behaviour shows. Each test prints its table of cases
 //! (`-- --nocapture`).
