@@ -49,6 +49,59 @@ pub const NOTIFY_LEASE: Duration = Duration::seconds(150);
 /// retries a failed notify invocation after one and three minutes).
 pub const REPUBLISH_EVENTS_AFTER: Duration = Duration::minutes(10);
 
+/// How every SDK client of the deployment waits and retries: one place for all of them.
+///
+/// Without it a client would wait for an answer for as long as the Lambda runs (the SDK
+/// sets only a connect timeout), so one call to a dependency that accepts a connection and
+/// never answers would use up the whole invocation and end it with Lambda's timeout
+/// instead of a failure the function reports (a 503, a retried fire, a redelivered
+/// message). The bounds sit well inside the shortest function timeout (30 s, the API
+/// behind API Gateway's 30 s limit), so the function still answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SdkCallSettings {
+    /// Establishing the TCP (and TLS) connection.
+    pub connect_timeout: std::time::Duration,
+    /// One HTTP attempt, from sending the request to the end of the answer. DynamoDB,
+    /// Scheduler, SQS and SNS answer in milliseconds; a hung attempt is retried.
+    pub attempt_timeout: std::time::Duration,
+    /// The whole call: every attempt and the pauses between them.
+    pub operation_timeout: std::time::Duration,
+    /// Attempts per call, the first included (the SDK's standard retry mode: throttling,
+    /// 5xx, timeouts and transport failures are retried with jittered exponential backoff,
+    /// within the client-side retry quota).
+    pub max_attempts: u32,
+    /// The longest pause before the first retry; each further retry may wait twice as long.
+    pub initial_backoff: std::time::Duration,
+}
+
+impl Default for SdkCallSettings {
+    fn default() -> Self {
+        SdkCallSettings {
+            connect_timeout: std::time::Duration::from_millis(3_100),
+            attempt_timeout: std::time::Duration::from_secs(5),
+            operation_timeout: std::time::Duration::from_secs(12),
+            max_attempts: 3,
+            initial_backoff: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl SdkCallSettings {
+    pub fn timeout_config(&self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
+    pub fn retry_config(&self) -> aws_config::retry::RetryConfig {
+        aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(self.max_attempts.max(1))
+            .with_initial_backoff(self.initial_backoff)
+    }
+}
+
 /// A setting that is missing or unusable; functions fail at start-up with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -117,6 +170,8 @@ pub struct AwsSettings {
     /// The verified SES sender of notification e-mail; `None`: e-mail is not configured
     /// and every e-mail delivery is recorded as failed with that reason.
     pub ses_from: Option<String>,
+    /// Timeouts and retries of every SDK client.
+    pub calls: SdkCallSettings,
 }
 
 impl AwsSettings {
@@ -174,6 +229,7 @@ impl AwsSettings {
             )?)
             .unwrap_or(SchedulerConfig::DEFAULT_FLEXIBLE_WINDOW_MINUTES),
             ses_from: get("SCHEDULED_RUNS_SES_FROM"),
+            calls: SdkCallSettings::default(),
         })
     }
 
@@ -237,10 +293,14 @@ pub struct Aws {
     pub interceptors: Vec<SharedInterceptor>,
 }
 
-/// A client of one SDK built from the shared configuration plus `Aws::interceptors`.
+/// A client of one SDK built from the shared configuration, the deployment's timeouts and
+/// retries (`AwsSettings::calls`, whatever the shared configuration says) and
+/// `Aws::interceptors`.
 macro_rules! client {
     ($aws:expr, $sdk:ident) => {{
         let mut config = $sdk::config::Builder::from(&$aws.sdk);
+        config.set_timeout_config(Some($aws.settings.calls.timeout_config()));
+        config.set_retry_config(Some($aws.settings.calls.retry_config()));
         for interceptor in &$aws.interceptors {
             config.push_interceptor(interceptor.clone());
         }
@@ -579,6 +639,48 @@ mod tests {
                 .as_deref(),
             Some("runs@example.com")
         );
+    }
+
+    #[test]
+    fn sdk_calls_are_bounded_inside_the_shortest_function_timeout() {
+        let calls = settings(&[]).expect("valid").calls;
+        assert_eq!(calls, SdkCallSettings::default());
+        let timeouts = calls.timeout_config();
+        assert_eq!(timeouts.connect_timeout(), Some(calls.connect_timeout));
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(calls.attempt_timeout)
+        );
+        assert_eq!(timeouts.operation_timeout(), Some(calls.operation_timeout));
+        // The API function (30 s, as API Gateway's integration limit) still answers itself.
+        assert!(calls.operation_timeout < std::time::Duration::from_secs(30));
+        assert!(calls.attempt_timeout < calls.operation_timeout);
+        let retries = calls.retry_config();
+        assert_eq!(retries.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(retries.max_attempts(), 3);
+        assert_eq!(retries.initial_backoff(), calls.initial_backoff);
+    }
+
+    #[tokio::test]
+    async fn every_client_carries_the_deployment_s_timeouts_and_retries() {
+        let mut aws = Aws {
+            sdk: aws_config::SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .build(),
+            settings: settings(&[]).expect("valid"),
+            clock: Arc::new(SystemClock),
+            interceptors: Vec::new(),
+        };
+        aws.settings.calls.attempt_timeout = std::time::Duration::from_millis(1_234);
+        let client = client!(aws, aws_sdk_sqs);
+        let config = client.config();
+        assert_eq!(
+            config
+                .timeout_config()
+                .and_then(|t| t.operation_attempt_timeout()),
+            Some(std::time::Duration::from_millis(1_234))
+        );
+        assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(3));
     }
 
     #[test]

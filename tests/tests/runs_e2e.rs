@@ -6,8 +6,14 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use http::StatusCode;
-use scheduled_runs::domain::model::{Plan, Run, RunStatus, WorkspaceRole};
-use scheduled_runs::ports::{Clock, RunStore};
+use scheduled_runs::domain::model::{
+    CachedResult, Plan, PublishedResults, Run, RunGuard, RunStatus, WorkspaceRole,
+};
+use scheduled_runs::ports::{
+    Clock, ExecutionInputs, FireContext, FireRequest, PortError, RunPathStore, RunStart, RunStore,
+};
+use scheduled_runs::services::ServiceError;
+use scheduled_runs::services::executor::{ExecuteOutcome, ExecutorService};
 use scheduled_runs_tests::harness::TestApp;
 use serde_json::{Value, json};
 
@@ -868,6 +874,126 @@ async fn an_execution_dropped_mid_run_stops_renewing_its_lease() {
     let report = w.app.embedded.maintenance.sweep().await.expect("sweep");
     assert_eq!(report.requeued, 1, "{report:?}");
     assert_eq!(report.timed_out, 0, "{report:?}");
+}
+
+/// The executor's version read failing the way a throttled or unreachable store fails.
+struct FailingLoad {
+    inner: std::sync::Arc<dyn RunPathStore>,
+    failure: fn() -> PortError,
+}
+
+#[async_trait::async_trait]
+impl RunPathStore for FailingLoad {
+    async fn load_fire(
+        &self,
+        request: &FireRequest,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<FireContext>, PortError> {
+        self.inner.load_fire(request, now).await
+    }
+    async fn load_execution(
+        &self,
+        _: &str,
+        _: &str,
+        _: u32,
+        _: &[String],
+    ) -> Result<ExecutionInputs, PortError> {
+        Err((self.failure)())
+    }
+    async fn start_pending_run(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        start: RunStart,
+    ) -> Result<Option<Run>, PortError> {
+        self.inner
+            .start_pending_run(workspace_id, run_id, start)
+            .await
+    }
+    async fn end_run(
+        &self,
+        run: &Run,
+        expected: RunGuard,
+        results: Option<&PublishedResults>,
+        cache: &[CachedResult],
+    ) -> Result<bool, PortError> {
+        self.inner.end_run(run, expected, results, cache).await
+    }
+}
+
+fn executor_with_load(app: &TestApp, failure: fn() -> PortError) -> ExecutorService {
+    let e = &app.embedded.executor;
+    ExecutorService {
+        path: std::sync::Arc::new(FailingLoad {
+            inner: e.path.clone(),
+            failure,
+        }),
+        runs: e.runs.clone(),
+        cache: e.cache.clone(),
+        connectors: e.connectors.clone(),
+        secrets: e.secrets.clone(),
+        events: e.events.clone(),
+        clock: e.clock.clone(),
+        settings: e.settings.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_passing_backend_failure_loading_the_version_retries_the_run() {
+    let w = world().await;
+    let run_id = w.start(&w.owner, json!({})).await;
+    let mut receiver = w.app.embedded.take_run_receiver().expect("receiver");
+    let message = receiver.try_recv().expect("queued");
+
+    // Throttled (retryable): the delivery fails and the run is not ended.
+    let throttled = executor_with_load(&w.app, || PortError::unavailable("throttled"));
+    let failed = throttled.execute(&message).await;
+    assert!(
+        matches!(
+            failed,
+            Err(ServiceError::Backend(PortError::Unavailable {
+                retryable: true,
+                ..
+            }))
+        ),
+        "{failed:?}"
+    );
+    let run = stored(&w.app, &run_id).await;
+    assert_eq!(run.status, RunStatus::Running, "{:?}", run.error);
+    assert_eq!(run.attempt, 1);
+
+    // Past its lease the sweeper queues it again, and the next attempt completes it.
+    w.app.clock.advance(Duration::seconds(61));
+    let report = w.app.embedded.maintenance.sweep().await.expect("sweep");
+    assert_eq!(report.requeued, 1, "{report:?}");
+    let again = receiver.try_recv().expect("queued again");
+    let outcome = w
+        .app
+        .embedded
+        .executor
+        .execute(&again)
+        .await
+        .expect("execute");
+    assert!(
+        matches!(outcome, ExecuteOutcome::Finished(_)),
+        "{outcome:?}"
+    );
+    let run = stored(&w.app, &run_id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
+    assert_eq!(run.attempt, 2);
+
+    // A failure no retry can help (a corrupt record) still ends the run at once.
+    let run_id = w.start(&w.owner, json!({})).await;
+    let message = receiver.try_recv().expect("queued");
+    let corrupt = executor_with_load(&w.app, || PortError::fatal("corrupt version item"));
+    let outcome = corrupt.execute(&message).await.expect("ended, not failed");
+    assert!(
+        matches!(outcome, ExecuteOutcome::Finished(_)),
+        "{outcome:?}"
+    );
+    let run = stored(&w.app, &run_id).await;
+    assert_eq!(run.status, RunStatus::Errored);
+    assert_eq!(run.error.map(|e| e.code).as_deref(), Some("BACKEND"));
 }
 
 #[tokio::test]

@@ -242,7 +242,7 @@ impl ExecutorService {
             self.settings.clone(),
         )));
         let inputs = match run.project_version {
-            Some(version) => self
+            Some(version) => match self
                 .path
                 .load_execution(
                     &run.workspace_id,
@@ -251,7 +251,24 @@ impl ExecutorService {
                     &message.connections,
                 )
                 .await
-                .map_err(|e| self.backend_message(&run.run_id, &e)),
+            {
+                Ok(inputs) => Ok(inputs),
+                // Throttled, unavailable or timed out: ending the run ERRORED would turn a
+                // passing backend failure into the run's outcome. The run is left RUNNING
+                // with its lease, as if this executor had crashed before its first cell:
+                // once the lease runs out the sweeper queues it again for the next attempt
+                // (bounded by `max_attempts`), and the message is reported failed.
+                Err(
+                    e @ PortError::Unavailable {
+                        retryable: true, ..
+                    },
+                ) => {
+                    tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e,
+                        "loading the run's version failed; the run will be retried");
+                    return Err(e.into());
+                }
+                Err(e) => Err(self.backend_message(&run.run_id, &e)),
+            },
             None => Ok(ExecutionInputs {
                 version: None,
                 connections: HashMap::new(),

@@ -178,11 +178,12 @@ impl ProjectService {
         )
         .await?;
         let now = self.clock.now();
-        self.projects
-            .put_draft(&caller.workspace_id, project_id, body, now)
-            .await?;
+        // Activity before the change it belongs to (see `schedules::create`).
         self.projects
             .touch_activity(&caller.workspace_id, project_id, now)
+            .await?;
+        self.projects
+            .put_draft(&caller.workspace_id, project_id, body, now)
             .await?;
         Ok(())
     }
@@ -217,12 +218,14 @@ impl ProjectService {
         crate::domain::cells::validate_version(&draft, &|name| connections.contains(name))
             .map_err(|e| ServiceError::invalid("INVALID_VERSION", e.field, e.message))?;
         let now = self.clock.now();
+        // Activity first: a publish that failed after taking its version number would be
+        // retried by the caller, and publish a second version.
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, now)
+            .await?;
         let version = self
             .projects
             .publish(&caller.workspace_id, project_id, &caller.user_id, now)
-            .await?;
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, now)
             .await?;
         Ok(version)
     }
@@ -275,6 +278,9 @@ impl ProjectService {
         )
         .await?;
         self.projects
+            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
+            .await?;
+        self.projects
             .remove_member(&caller.workspace_id, project_id, user_id)
             .await
             .map_err(|e| match e {
@@ -284,9 +290,6 @@ impl ProjectService {
                 },
                 other => other.into(),
             })?;
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
-            .await?;
         Ok(())
     }
 

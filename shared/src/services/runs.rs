@@ -180,11 +180,46 @@ impl RunService {
             event_pending: false,
             notifications: Vec::new(),
         };
-        self.runs.create_run_if_absent(&run).await?;
-        self.queue.enqueue(&RunMessage::for_run(&run)).await?;
+        // Activity first: once the run exists, a failure must not tell the caller to start
+        // it again (see `schedules::create`).
         self.projects
             .touch_activity(&caller.workspace_id, project_id, now)
             .await?;
+        match self.runs.create_run_if_absent(&run).await {
+            Ok(_) => {}
+            // The id was made for this request: a run stored under it is this request's,
+            // written by an attempt whose answer was lost. Asked once more, the store says.
+            Err(
+                e @ PortError::Unavailable {
+                    retryable: true, ..
+                },
+            ) => {
+                if self
+                    .runs
+                    .get_run(&caller.workspace_id, &run.run_id)
+                    .await?
+                    .is_none()
+                {
+                    return Err(e.into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The run exists now, and the caller is told so when the queue is only briefly
+        // unavailable: a run left PENDING without a message is queued again by the
+        // sweeper, whereas a 503 would make the caller start a second run.
+        match self.queue.enqueue(&RunMessage::for_run(&run)).await {
+            Ok(()) => {}
+            Err(
+                e @ PortError::Unavailable {
+                    retryable: true, ..
+                },
+            ) => {
+                tracing::warn!(run_id = %run.run_id, project_id, error = %e,
+                    "API run created but not queued; the sweeper will queue it");
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(run_id = %run.run_id, project_id, "API run queued");
         Ok(Started::Queued(Box::new(run)))
     }

@@ -175,6 +175,11 @@ impl ScheduleService {
             .await?;
         remember_caller(self.workspaces.as_ref(), caller).await?;
         let now = self.clock.now();
+        // Activity is recorded before the change it belongs to, never after: once the
+        // schedule exists, a failure must not make the caller create it a second time.
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, now)
+            .await?;
         let schedule = Schedule {
             schedule_id: uuid::Uuid::new_v4().to_string(),
             project_id: project_id.to_owned(),
@@ -193,13 +198,47 @@ impl ScheduleService {
             version: 1,
             notifications,
         };
-        self.schedules
+        match self
+            .schedules
             .insert_schedule(
                 &schedule,
                 &policy::creation_limits(workspace.plan, access.role),
             )
             .await
-            .map_err(map_write_error)?;
+        {
+            Ok(()) => {}
+            // The id was made for this request, so a schedule stored under it is this
+            // request's: an insert whose answer was lost may have landed (and its retry
+            // then be refused as a duplicate). Asked once more, the store says which —
+            // otherwise the caller, told to retry, would create a second schedule and
+            // every fire would run twice.
+            Err(
+                e @ (PortError::AlreadyExists
+                | PortError::Unavailable {
+                    retryable: true, ..
+                }),
+            ) => {
+                let landed = self
+                    .schedules
+                    .get_schedule(&schedule.workspace_id, &schedule.schedule_id)
+                    .await?
+                    .is_some_and(|stored| {
+                        stored.version == schedule.version
+                            && stored.created_by == schedule.created_by
+                    });
+                if !landed {
+                    return Err(match e {
+                        PortError::AlreadyExists => ServiceError::Backend(PortError::unavailable(
+                            "the schedule insert was refused as a duplicate, yet nothing is stored",
+                        )),
+                        other => other.into(),
+                    });
+                }
+                tracing::warn!(schedule_id = %schedule.schedule_id, error = %e,
+                    "a schedule insert reported failure but had landed");
+            }
+            Err(e) => return Err(map_write_error(e)),
+        }
         if let Err(e) = self.triggers.put_trigger(&schedule, schedule.enabled).await {
             // Without a trigger the stored schedule would silently never fire: undo it.
             if let Err(undo) = self
@@ -212,9 +251,6 @@ impl ScheduleService {
             }
             return Err(e.into());
         }
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, now)
-            .await?;
         Ok(self.view_with(schedule, timing, true, None))
     }
 
@@ -358,6 +394,9 @@ impl ScheduleService {
         } else {
             Default::default()
         };
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, now)
+            .await?;
         match self
             .schedules
             .update_schedule(&updated, existing.version, &limits)
@@ -377,9 +416,6 @@ impl ScheduleService {
         // A failure here leaves the previous trigger in place; `reconcile` repairs it.
         self.triggers
             .put_trigger(&updated, updated.enabled && !access.project.archived)
-            .await?;
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, now)
             .await?;
         Ok(self.view_with(updated, timing, !access.project.archived, None))
     }
@@ -407,6 +443,9 @@ impl ScheduleService {
                 current: existing.version,
             });
         }
+        self.projects
+            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
+            .await?;
         // Trigger first: a stored schedule without a trigger is repairable, a trigger
         // without a stored schedule would fire for nothing.
         self.triggers.delete_trigger(&existing).await?;
@@ -422,9 +461,6 @@ impl ScheduleService {
             }
             return Err(map_write_error(e));
         }
-        self.projects
-            .touch_activity(&caller.workspace_id, project_id, self.clock.now())
-            .await?;
         Ok(())
     }
 

@@ -67,6 +67,12 @@ fn decide(stored: DeliveryRecord, claim: &DeliveryRecord, now: DateTime<Utc>) ->
     if stored.status.is_final() {
         return Next::Answer(DeliveryClaim::Done(stored));
     }
+    // This very claim (its token is made for it), written by an attempt whose answer was
+    // lost: the SDK's retry was refused by the item it had written itself. Seen as
+    // someone else's, the delivery would wait out its own lease (two Lambda retries).
+    if stored.claim_token.is_some() && stored.claim_token == claim.claim_token {
+        return Next::Answer(DeliveryClaim::Claimed(stored));
+    }
     if stored.lease_until.is_some_and(|lease| lease > now) {
         return Next::Answer(DeliveryClaim::Busy(stored));
     }
@@ -263,5 +269,59 @@ impl DeliveryStore for DynamoStore {
             .collect::<Result<Vec<DeliveryRecord>, _>>()?;
         records.sort_by(|a, b| (a.channel, &a.target).cmp(&(b.channel, &b.target)));
         Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::DeliveryChannel;
+    use chrono::{Duration, TimeZone};
+
+    fn record(token: &str, status: DeliveryStatus, lease: Option<DateTime<Utc>>) -> DeliveryRecord {
+        let at = Utc
+            .with_ymd_and_hms(2026, 6, 1, 9, 0, 0)
+            .single()
+            .expect("valid");
+        DeliveryRecord {
+            delivery_id: "d-1".into(),
+            channel: DeliveryChannel::Email,
+            target: "a***@example.com".into(),
+            status,
+            attempts: 0,
+            error: None,
+            reasons: Vec::new(),
+            created_at: at,
+            updated_at: at,
+            claim_token: Some(token.into()),
+            lease_until: lease,
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_the_claim_s_own_write_is_the_claim() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 6, 1, 9, 0, 1)
+            .single()
+            .expect("valid");
+        let lease = Some(now + Duration::seconds(150));
+        let mine = record("mine", DeliveryStatus::Pending, lease);
+        match decide(mine.clone(), &mine, now) {
+            Next::Answer(DeliveryClaim::Claimed(claimed)) => {
+                assert_eq!(claimed.claim_token.as_deref(), Some("mine"));
+            }
+            _ => panic!("our own stored claim is ours"),
+        }
+        // Another claimant's live claim is busy, its finished delivery done.
+        let theirs = record("theirs", DeliveryStatus::Pending, lease);
+        assert!(matches!(
+            decide(theirs, &mine, now),
+            Next::Answer(DeliveryClaim::Busy(_))
+        ));
+        let done = record("mine", DeliveryStatus::Delivered, None);
+        assert!(matches!(
+            decide(done, &mine, now),
+            Next::Answer(DeliveryClaim::Done(_))
+        ));
     }
 }
