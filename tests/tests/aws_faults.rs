@@ -147,6 +147,7 @@ fn sdk_config(dynamodb: &str, moto: &str) -> aws_types::SdkConfig {
     ]));
     aws_types::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(scheduled_runs::aws_deployment::https_client())
         .region(Region::new(REGION))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "testing", "testing", None, None, "test",
