@@ -317,7 +317,7 @@ async fn sustained_api_load_while_schedules_fire() {
             .find(|(s, _)| &s.schedule_id == schedule)
             .expect("schedule");
         let spec = stored.0.cadence.compile().expect("cadence");
-        let expected = spec.upcoming(chrono_tz::UTC, start, 10_000);
+        let expected = spec.upcoming(&scheduled_runs::domain::zone::Zone::utc(), start, 10_000);
         let expected: Vec<DateTime<Utc>> = expected.into_iter().filter(|t| *t <= end).collect();
         let mut got = fires.clone();
         got.sort();

@@ -11,3 +11,4 @@ pub mod notifications;
 pub mod policy;
 pub mod ssrf;
 pub mod template;
+pub mod zone;

@@ -14,6 +14,7 @@ use crate::domain::model::{
     Caller, NotificationSettings, OverlapPolicy, Project, ProjectRole, Run, Schedule, VersionBody,
 };
 use crate::domain::policy::{self, Denied, ProjectState, RequestedToggles};
+use crate::domain::zone::Zone;
 use crate::ports::{
     Clock, LimitKind, Page, PageRequest, PortError, ProjectStore, RunStore, ScheduleFilter,
     ScheduleStore, TriggerBackend, WorkspaceStore,
@@ -90,7 +91,7 @@ pub struct ScheduleService {
 /// A compiled cadence with its timezone.
 struct Timing {
     spec: FireSpec,
-    tz: chrono_tz::Tz,
+    tz: Zone,
 }
 
 fn compile(cadence: &Cadence, timezone: &str) -> Result<Timing, ServiceError> {
@@ -579,14 +580,14 @@ impl ScheduleService {
     ) -> ScheduleView {
         let now = self.clock.now();
         let next_runs = if schedule.enabled && project_live {
-            timing.spec.upcoming(timing.tz, now, NEXT_RUNS)
+            timing.spec.upcoming(&timing.tz, now, NEXT_RUNS)
         } else {
             Vec::new()
         };
         let skipped =
             timing
                 .spec
-                .dst_skips(timing.tz, now, now + Duration::days(WARNING_HORIZON_DAYS));
+                .dst_skips(&timing.tz, now, now + Duration::days(WARNING_HORIZON_DAYS));
         let warnings = if skipped.is_empty() {
             Vec::new()
         } else {

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::domain::cadence::parse_timezone;
 use crate::domain::fire_times::FireSpec;
 use crate::domain::model::Schedule;
+use crate::domain::zone::Zone;
 use crate::ports::{
     Clock, Page, PageRequest, PortError, RunStore, ScheduleStore, TriggerBackend, TriggerState,
 };
@@ -50,7 +51,7 @@ impl Default for TimerSettings {
 struct Entry {
     workspace_id: String,
     spec: FireSpec,
-    tz: chrono_tz::Tz,
+    tz: Zone,
     /// The next fire time not yet dispatched.
     next: DateTime<Utc>,
     /// Bumped whenever the trigger is replaced, so stale heap items and stale dispatch
@@ -176,7 +177,7 @@ impl LocalTimer {
         let mut state = self.state();
         state.generation += 1;
         let generation = state.generation;
-        match spec.next_after(tz, after) {
+        match spec.next_after(&tz, after) {
             Some(next) => {
                 state
                     .heap
@@ -255,7 +256,7 @@ impl LocalTimer {
         entry.in_flight = false;
         let wake = if ok {
             entry.failures = 0;
-            match entry.spec.next_after(entry.tz, due.fire_at) {
+            match entry.spec.next_after(&entry.tz, due.fire_at) {
                 Some(next) => {
                     entry.next = next;
                     next
