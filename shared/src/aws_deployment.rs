@@ -172,6 +172,42 @@ pub struct AwsSettings {
     pub ses_from: Option<String>,
     /// Timeouts and retries of every SDK client.
     pub calls: SdkCallSettings,
+    /// What a function's SDK clients take from the environment Lambda gives it.
+    pub sdk: FunctionSdkEnvironment,
+}
+
+/// The SDK settings of a Lambda function's environment: its region and, for runs against
+/// emulators, endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`).
+/// Credentials are the execution role's, which Lambda puts in the environment too.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionSdkEnvironment {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// By the service's variable suffix (`DYNAMODB`, `SECRETS_MANAGER`, …).
+    pub service_endpoint_urls: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// The services the functions call, by the suffix of their `AWS_ENDPOINT_URL_<SERVICE>`.
+const FUNCTION_SERVICES: [&str; 6] = [
+    "DYNAMODB",
+    "SQS",
+    "SNS",
+    "SCHEDULER",
+    "SESV2",
+    "SECRETS_MANAGER",
+];
+
+impl aws_types::service_config::LoadServiceConfig for FunctionSdkEnvironment {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if key.env() != "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        let service = key
+            .service_id()
+            .to_ascii_uppercase()
+            .replace([' ', '-'], "_");
+        self.service_endpoint_urls.get(service.as_str()).cloned()
+    }
 }
 
 impl AwsSettings {
@@ -230,6 +266,16 @@ impl AwsSettings {
             .unwrap_or(SchedulerConfig::DEFAULT_FLEXIBLE_WINDOW_MINUTES),
             ses_from: get("SCHEDULED_RUNS_SES_FROM"),
             calls: SdkCallSettings::default(),
+            sdk: FunctionSdkEnvironment {
+                region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+                endpoint_url: get("AWS_ENDPOINT_URL"),
+                service_endpoint_urls: FUNCTION_SERVICES
+                    .into_iter()
+                    .filter_map(|service| {
+                        get(&format!("AWS_ENDPOINT_URL_{service}")).map(|url| (service, url))
+                    })
+                    .collect(),
+            },
         })
     }
 
@@ -309,7 +355,39 @@ macro_rules! client {
 }
 
 impl Aws {
-    /// Loads the SDK configuration (region, credentials, `AWS_ENDPOINT_URL*`).
+    /// The SDK configuration of a Lambda function: region, credentials and endpoint
+    /// overrides from its environment, nothing else. The general loader (`load`) also
+    /// tries profile files, SSO, web identity, container and instance credentials, none of
+    /// which a function uses; leaving it out keeps that code (and its STS client) out of the
+    /// function binaries and the first invocation free of its look-ups.
+    pub fn for_function(settings: AwsSettings) -> Result<Aws, ConfigError> {
+        use aws_config::environment::EnvironmentVariableCredentialsProvider;
+        use aws_types::region::Region;
+        use aws_types::sdk_config::SharedCredentialsProvider;
+        let region = settings
+            .sdk
+            .region
+            .clone()
+            .ok_or(ConfigError::Missing("AWS_REGION"))?;
+        let mut sdk = aws_types::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(SharedCredentialsProvider::new(
+                EnvironmentVariableCredentialsProvider::new(),
+            ))
+            .http_client(https_client())
+            .service_config(settings.sdk.clone());
+        sdk.set_endpoint_url(settings.sdk.endpoint_url.clone());
+        Ok(Aws {
+            sdk: sdk.build(),
+            settings,
+            clock: Arc::new(SystemClock),
+            interceptors: Vec::new(),
+        })
+    }
+
+    /// Loads the SDK configuration the way the AWS CLI does (environment, profiles, SSO,
+    /// instance and container credentials): for the operator CLI.
     pub async fn load(settings: AwsSettings) -> Aws {
         Aws {
             sdk: aws_config::defaults(BehaviorVersion::latest())
@@ -608,6 +686,44 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         AwsSettings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_function_takes_region_and_endpoints_from_its_environment() {
+        use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
+        let missing = settings(&[]).and_then(Aws::for_function).err();
+        assert_eq!(missing, Some(ConfigError::Missing("AWS_REGION")));
+        let s = settings(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:5000"),
+            ("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:9999"),
+        ])
+        .expect("valid");
+        let endpoint = |service: &str| {
+            let key = ServiceConfigKey::builder()
+                .service_id(service)
+                .env("AWS_ENDPOINT_URL")
+                .profile("endpoint_url")
+                .build()
+                .expect("a key");
+            s.sdk.load_config(key)
+        };
+        assert_eq!(
+            endpoint("DynamoDB").as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        assert_eq!(
+            endpoint("Secrets Manager").as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(endpoint("SQS"), None);
+        // Only the services the functions call are read.
+        assert_eq!(endpoint("Lambda"), None);
+        let aws = Aws::for_function(s).expect("configured");
+        assert_eq!(aws.sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert!(aws.sdk.http_client().is_some());
+        assert!(aws.sdk.credentials_provider().is_some());
     }
 
     #[test]

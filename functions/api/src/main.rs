@@ -14,13 +14,14 @@ use scheduled_runs::http::router;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     scheduled_runs::aws_deployment::init_function_logging();
-    let settings = AwsSettings::from_env()?;
+    // Settings and the SDK configuration are checked here, so a misconfigured function
+    // fails at start-up; nothing here does I/O.
+    let aws = Arc::new(Aws::for_function(AwsSettings::from_env()?)?);
     // The clients, the sealing key and the router are prepared on the first invocation, not
     // before it (shared/src/deferred.rs).
     let app = Deferred::new(move || {
-        let settings = settings.clone();
+        let aws = Arc::clone(&aws);
         async move {
-            let aws = Aws::load(settings).await;
             let identity = Arc::new(identity::GatewayClaims::new(aws.settings.claims.clone()));
             let public_url = aws.settings.public_url.clone().unwrap_or_default();
             Ok::<_, lambda_http::Error>(router(aws.app_state(identity, public_url).await?))

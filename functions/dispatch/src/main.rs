@@ -4,6 +4,8 @@
 
 mod handler;
 
+use std::sync::Arc;
+
 use lambda_runtime::{run, service_fn};
 use scheduled_runs::aws_deployment::{Aws, AwsSettings};
 use scheduled_runs::deferred::Deferred;
@@ -11,12 +13,14 @@ use scheduled_runs::deferred::Deferred;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     scheduled_runs::aws_deployment::init_function_logging();
-    let settings = AwsSettings::from_env()?;
+    // Settings and the SDK configuration are checked here, so a misconfigured function
+    // fails at start-up; nothing here does I/O.
+    let aws = Arc::new(Aws::for_function(AwsSettings::from_env()?)?);
     // The clients are built on the first invocation, not before the first poll (shared/src/deferred.rs).
     let handler = Deferred::new(move || {
-        let settings = settings.clone();
+        let aws = Arc::clone(&aws);
         async move {
-            let services = Aws::load(settings).await.dispatch_services()?;
+            let services = aws.dispatch_services()?;
             Ok::<_, lambda_runtime::Error>(handler::Handler {
                 dispatch: services.dispatch,
                 maintenance: services.maintenance,

@@ -6,6 +6,8 @@
 
 mod handler;
 
+use std::sync::Arc;
+
 use lambda_runtime::{run, service_fn};
 use scheduled_runs::aws_deployment::{Aws, AwsSettings};
 use scheduled_runs::deferred::Deferred;
@@ -13,11 +15,12 @@ use scheduled_runs::deferred::Deferred;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     scheduled_runs::aws_deployment::init_function_logging();
-    let settings = AwsSettings::from_env()?;
+    // Settings and the SDK configuration are checked here, so a misconfigured function
+    // fails at start-up; nothing here does I/O.
+    let aws = Arc::new(Aws::for_function(AwsSettings::from_env()?)?);
     let notify = Deferred::new(move || {
-        let settings = settings.clone();
+        let aws = Arc::clone(&aws);
         async move {
-            let aws = Aws::load(settings).await;
             Ok::<_, lambda_runtime::Error>(handler::Acknowledging {
                 notify: aws.notify_service().await?,
                 outbox: aws.store()?,
