@@ -139,17 +139,7 @@ pub fn init_function_logging() {
     };
 }
 
-/// The HTTP client every SDK client of the deployment uses: the SDK's hyper client with
-/// rustls on ring and the host's root certificates. Built explicitly because the SDK crates
-/// are compiled without their default client, which would link aws-lc as well (a second
-/// crypto library, most of a megabyte of every function binary; BENCHMARKS.md, 1). Tests
-/// that build SDK clients of their own use it too.
-pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
+pub use crate::adapters::aws::https::https_client;
 
 /// Every setting of the AWS deployment. Each function requires the ones it uses.
 #[derive(Clone, Debug, Default)]

@@ -6,3 +6,4 @@ pub mod aws;
 pub mod local;
 pub mod notify;
 pub mod sql;
+pub mod tls;

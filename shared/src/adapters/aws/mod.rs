@@ -5,6 +5,7 @@
 
 pub mod connectors;
 pub mod dynamodb;
+pub mod https;
 pub mod request_count;
 pub mod scheduler;
 pub mod ses;

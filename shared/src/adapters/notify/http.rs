@@ -96,34 +96,12 @@ impl std::fmt::Debug for GuardedHttp {
 impl GuardedHttp {
     /// A client that trusts the system's certificate authorities.
     pub fn new(policy: UrlPolicy) -> GuardedHttp {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        if !native.errors.is_empty() {
-            tracing::warn!(
-                errors = native.errors.len(),
-                "some system CA certificates could not be loaded"
-            );
-        }
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            tracing::warn!("no system CA certificates: https notifications will fail");
-        }
-        Self::with_roots(policy, roots)
+        Self::with_roots(policy, crate::adapters::tls::native_roots())
     }
 
     /// A client that trusts `roots` only (tests bring their own authority).
     pub fn with_roots(policy: UrlPolicy, roots: rustls::RootCertStore) -> GuardedHttp {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = match rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-        {
-            Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
-            // The default provider supports the default versions; this cannot happen.
-            Err(_) => rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = crate::adapters::tls::client_config(roots);
         GuardedHttp {
             policy,
             resolver: Arc::new(SystemResolver),
