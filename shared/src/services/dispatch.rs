@@ -32,6 +32,14 @@ pub enum DispatchOutcome {
     ScheduleGone,
 }
 
+/// One fire of a schedule: which schedule (with what the trigger knows of it) and its
+/// nominal fire time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledFire {
+    pub request: FireRequest,
+    pub scheduled_for: DateTime<Utc>,
+}
+
 pub struct DispatchService {
     /// The reads of a fire, batched where the store can.
     pub path: Arc<dyn RunPathStore>,

@@ -21,9 +21,11 @@ use crate::domain::cadence::parse_timezone;
 use crate::domain::fire_times::FireSpec;
 use crate::domain::model::Schedule;
 use crate::ports::{
-    Clock, Page, PageRequest, PortError, RunStore, ScheduleStore, TriggerBackend, TriggerState,
+    Clock, FireRequest, Page, PageRequest, PortError, RunStore, ScheduleStore, TriggerBackend,
+    TriggerState,
 };
-use crate::services::dispatch::DispatchService;
+use crate::services::ServiceError;
+use crate::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire};
 
 #[derive(Clone, Copy, Debug)]
 pub struct TimerSettings {
@@ -76,6 +78,43 @@ struct Due {
     workspace_id: String,
     fire_at: DateTime<Utc>,
     generation: u64,
+}
+
+impl Due {
+    fn fire(&self) -> ScheduledFire {
+        ScheduledFire {
+            request: FireRequest {
+                workspace_id: self.workspace_id.clone(),
+                schedule_id: self.schedule_id.clone(),
+                ..FireRequest::default()
+            },
+            scheduled_for: self.fire_at,
+        }
+    }
+}
+
+/// Where the timer hands due fires: the dispatch service. The seam lets the benchmark see
+/// the moment each fire is handed over (fire lateness) and tests fake dispatch failures.
+#[async_trait]
+pub trait FireDispatch: Send + Sync {
+    /// Dispatches `fires`, returning one result per fire in the same order; a fire whose
+    /// result is an error (or missing) is retried with backoff.
+    async fn dispatch(&self, fires: &[ScheduledFire])
+    -> Vec<Result<DispatchOutcome, ServiceError>>;
+}
+
+#[async_trait]
+impl FireDispatch for DispatchService {
+    async fn dispatch(
+        &self,
+        fires: &[ScheduledFire],
+    ) -> Vec<Result<DispatchOutcome, ServiceError>> {
+        let mut outcomes = Vec::with_capacity(fires.len());
+        for fire in fires {
+            outcomes.push(self.dispatch_fire(&fire.request, fire.scheduled_for).await);
+        }
+        outcomes
+    }
 }
 
 /// The local scheduler. Cheap to clone; all clones share one state.
@@ -278,7 +317,7 @@ impl LocalTimer {
     }
 
     /// Fires schedules until the task is dropped or aborted.
-    pub async fn run(self, dispatch: Arc<DispatchService>) {
+    pub async fn run(self, dispatch: Arc<dyn FireDispatch>) {
         let permits = Arc::new(Semaphore::new(self.inner.settings.concurrency.max(1)));
         loop {
             let now = self.inner.clock.now();
@@ -303,14 +342,17 @@ impl LocalTimer {
                 let timer = self.clone();
                 let dispatch = dispatch.clone();
                 tokio::spawn(async move {
-                    let result = dispatch
-                        .dispatch_scheduled(&fire.workspace_id, &fire.schedule_id, fire.fire_at)
-                        .await;
-                    if let Err(e) = &result {
-                        tracing::warn!(schedule_id = %fire.schedule_id, scheduled_for = %fire.fire_at,
-                            error = %e, "dispatch failed; will retry");
-                    }
-                    timer.completed(&fire, result.is_ok());
+                    let outcomes = dispatch.dispatch(&[fire.fire()]).await;
+                    let ok = match outcomes.first() {
+                        Some(Ok(_)) => true,
+                        Some(Err(e)) => {
+                            tracing::warn!(schedule_id = %fire.schedule_id, scheduled_for = %fire.fire_at,
+                                error = %e, "dispatch failed; will retry");
+                            false
+                        }
+                        None => false,
+                    };
+                    timer.completed(&fire, ok);
                     drop(permit);
                 });
             }
