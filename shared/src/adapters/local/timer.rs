@@ -3,9 +3,13 @@
 //! in a heap, and hands each due fire to the dispatch service with the same semantics as
 //! `nextRuns` (the domain's `FireSpec::next_after`).
 //!
+//! Fire times are whole minutes, so many schedules fall due at the same instant: the timer
+//! hands them to dispatch in batches (up to `TimerSettings::batch` fires each), which lets
+//! dispatch record a batch with a few store requests instead of several per fire.
+//!
 //! Fires are sequential per schedule: the next fire time is computed only once the current
 //! one was dispatched, and a failed dispatch is retried with backoff instead of being
-//! dropped. On start it resumes from the last fire recorded in the store, so a restart
+//! dropped (each fire of a batch on its own: the others of the batch go ahead). On start it resumes from the last fire recorded in the store, so a restart
 //! neither fires anything twice (dispatch is idempotent anyway) nor silently loses a fire
 //! that fell due while the process was down (within the catch-up window).
 
@@ -31,8 +35,10 @@ use crate::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire}
 pub struct TimerSettings {
     /// Fires missed while the process was down are still dispatched if at most this old.
     pub catch_up: Duration,
-    /// Dispatches running at once.
+    /// Batches being dispatched at once.
     pub concurrency: usize,
+    /// Fires handed to dispatch together, at most.
+    pub batch: usize,
     /// First retry delay of a failed dispatch; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -42,7 +48,8 @@ impl Default for TimerSettings {
     fn default() -> Self {
         TimerSettings {
             catch_up: Duration::hours(1),
-            concurrency: 64,
+            concurrency: 4,
+            batch: 1_000,
             backoff: Duration::seconds(1),
             max_backoff: Duration::minutes(1),
         }
@@ -109,9 +116,14 @@ impl FireDispatch for DispatchService {
         &self,
         fires: &[ScheduledFire],
     ) -> Vec<Result<DispatchOutcome, ServiceError>> {
+        // Each fire on its own, `FIRES_AT_ONCE` at a time.
+        const FIRES_AT_ONCE: usize = 16;
         let mut outcomes = Vec::with_capacity(fires.len());
-        for fire in fires {
-            outcomes.push(self.dispatch_fire(&fire.request, fire.scheduled_for).await);
+        for chunk in fires.chunks(FIRES_AT_ONCE) {
+            let dispatches = chunk
+                .iter()
+                .map(|fire| self.dispatch_fire(&fire.request, fire.scheduled_for));
+            outcomes.extend(futures_util::future::join_all(dispatches).await);
         }
         outcomes
     }
@@ -280,44 +292,57 @@ impl LocalTimer {
         (due, None)
     }
 
-    /// Records the outcome of a dispatch: advance to the next fire, or retry this one.
-    fn completed(&self, due: &Due, ok: bool) {
+    /// Records the outcomes of a batch's dispatch: each fire advances to its schedule's
+    /// next fire, or is retried. A fire without an outcome counts as failed.
+    fn completed(&self, batch: &[Due], outcomes: &[Result<DispatchOutcome, ServiceError>]) {
         let now = self.inner.clock.now();
         let settings = self.inner.settings;
         let mut state = self.state();
-        let Some(entry) = state.entries.get_mut(&due.schedule_id) else {
-            return;
-        };
-        if entry.generation != due.generation {
-            return;
-        }
-        entry.in_flight = false;
-        let wake = if ok {
-            entry.failures = 0;
-            match entry.spec.next_after(entry.tz, due.fire_at) {
-                Some(next) => {
-                    entry.next = next;
-                    next
+        for (i, due) in batch.iter().enumerate() {
+            let ok = match outcomes.get(i) {
+                Some(Ok(_)) => true,
+                Some(Err(e)) => {
+                    tracing::warn!(schedule_id = %due.schedule_id, scheduled_for = %due.fire_at,
+                        error = %e, "dispatch failed; will retry");
+                    false
                 }
-                None => {
-                    state.entries.remove(&due.schedule_id);
-                    return;
-                }
+                None => false,
+            };
+            let Some(entry) = state.entries.get_mut(&due.schedule_id) else {
+                continue;
+            };
+            if entry.generation != due.generation {
+                continue;
             }
-        } else {
-            entry.failures = entry.failures.saturating_add(1);
-            let factor = 1i32 << entry.failures.min(16).saturating_sub(1);
-            now + (settings.backoff * factor).min(settings.max_backoff)
-        };
-        state
-            .heap
-            .push(Reverse((wake, due.generation, due.schedule_id.clone())));
+            entry.in_flight = false;
+            let wake = if ok {
+                entry.failures = 0;
+                match entry.spec.next_after(entry.tz, due.fire_at) {
+                    Some(next) => {
+                        entry.next = next;
+                        next
+                    }
+                    None => {
+                        state.entries.remove(&due.schedule_id);
+                        continue;
+                    }
+                }
+            } else {
+                entry.failures = entry.failures.saturating_add(1);
+                let factor = 1i32 << entry.failures.min(16).saturating_sub(1);
+                now + (settings.backoff * factor).min(settings.max_backoff)
+            };
+            state
+                .heap
+                .push(Reverse((wake, due.generation, due.schedule_id.clone())));
+        }
         drop(state);
         self.inner.wake.notify_one();
     }
 
     /// Fires schedules until the task is dropped or aborted.
     pub async fn run(self, dispatch: Arc<dyn FireDispatch>) {
+        let batch_size = self.inner.settings.batch.max(1);
         let permits = Arc::new(Semaphore::new(self.inner.settings.concurrency.max(1)));
         loop {
             let now = self.inner.clock.now();
@@ -335,24 +360,18 @@ impl LocalTimer {
                 }
                 continue;
             }
-            for fire in due {
+            let mut due = due.into_iter().peekable();
+            while due.peek().is_some() {
+                let batch: Vec<Due> = due.by_ref().take(batch_size).collect();
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let timer = self.clone();
                 let dispatch = dispatch.clone();
                 tokio::spawn(async move {
-                    let outcomes = dispatch.dispatch(&[fire.fire()]).await;
-                    let ok = match outcomes.first() {
-                        Some(Ok(_)) => true,
-                        Some(Err(e)) => {
-                            tracing::warn!(schedule_id = %fire.schedule_id, scheduled_for = %fire.fire_at,
-                                error = %e, "dispatch failed; will retry");
-                            false
-                        }
-                        None => false,
-                    };
-                    timer.completed(&fire, ok);
+                    let fires: Vec<ScheduledFire> = batch.iter().map(Due::fire).collect();
+                    let outcomes = dispatch.dispatch(&fires).await;
+                    timer.completed(&batch, &outcomes);
                     drop(permit);
                 });
             }
@@ -414,4 +433,166 @@ fn trigger_state(schedule: &Schedule, active: bool) -> Result<TriggerState, Port
         expression: spec.eventbridge_expression(),
         timezone: schedule.timezone.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration as StdDuration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::adapters::local::clock::ManualClock;
+    use crate::domain::cadence::Cadence;
+    use crate::domain::model::{OverlapPolicy, ProjectRole};
+    use crate::ports::PortError;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, h, m, s)
+            .single()
+            .expect("valid instant")
+    }
+
+    fn hourly(schedule_id: &str, minute: i64) -> Schedule {
+        Schedule {
+            schedule_id: schedule_id.into(),
+            project_id: "p".into(),
+            workspace_id: "w".into(),
+            created_by: "u".into(),
+            creator_role: ProjectRole::FullAccess,
+            cadence: Cadence::Hourly { minute },
+            timezone: "UTC".into(),
+            enabled: true,
+            update_published_results: true,
+            use_cached_sql_results: false,
+            overlap_policy: OverlapPolicy::Skip,
+            hourly: true,
+            created_at: at(0, 0, 0),
+            updated_at: at(0, 0, 0),
+            version: 1,
+            notifications: Default::default(),
+        }
+    }
+
+    /// Dispatch that records every batch it is handed and fails the listed fires once;
+    /// `short` batches get no outcome for their last fire.
+    #[derive(Default)]
+    struct FakeDispatch {
+        batches: Mutex<Vec<Vec<(String, DateTime<Utc>)>>>,
+        fail_once: Mutex<BTreeSet<String>>,
+        drop_last_outcome_once: Mutex<BTreeSet<String>>,
+    }
+
+    impl FakeDispatch {
+        fn handed(&self) -> Vec<Vec<(String, DateTime<Utc>)>> {
+            self.batches.lock().expect("lock").clone()
+        }
+    }
+
+    #[async_trait]
+    impl FireDispatch for FakeDispatch {
+        async fn dispatch(
+            &self,
+            fires: &[ScheduledFire],
+        ) -> Vec<Result<DispatchOutcome, ServiceError>> {
+            self.batches.lock().expect("lock").push(
+                fires
+                    .iter()
+                    .map(|f| (f.request.schedule_id.clone(), f.scheduled_for))
+                    .collect(),
+            );
+            let mut outcomes: Vec<Result<DispatchOutcome, ServiceError>> = fires
+                .iter()
+                .map(|f| {
+                    if self
+                        .fail_once
+                        .lock()
+                        .expect("lock")
+                        .remove(&f.request.schedule_id)
+                    {
+                        Err(PortError::unavailable("injected").into())
+                    } else {
+                        Ok(DispatchOutcome::ScheduleGone)
+                    }
+                })
+                .collect();
+            let last = fires.last().map(|f| f.request.schedule_id.clone());
+            if let Some(last) = last
+                && self
+                    .drop_last_outcome_once
+                    .lock()
+                    .expect("lock")
+                    .remove(&last)
+            {
+                outcomes.pop();
+            }
+            outcomes
+        }
+    }
+
+    /// Waits (bounded) until `done` holds; the timer works on spawned tasks.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn fires_due_together_go_in_batches_and_a_failed_fire_is_retried_alone() {
+        let clock = Arc::new(ManualClock::new(at(0, 0, 30)));
+        let settings = TimerSettings {
+            batch: 2,
+            concurrency: 1,
+            ..TimerSettings::default()
+        };
+        let timer = LocalTimer::new(clock.clone(), settings);
+        let ids = ["s0", "s1", "s2", "s3", "s4"];
+        for id in ids {
+            timer
+                .put_trigger(&hourly(id, 1), true)
+                .await
+                .expect("trigger");
+        }
+        let dispatch = Arc::new(FakeDispatch::default());
+        dispatch.fail_once.lock().expect("lock").insert("s1".into());
+        // The batch ending in s3 comes back one outcome short: s3 counts as failed.
+        dispatch
+            .drop_last_outcome_once
+            .lock()
+            .expect("lock")
+            .insert("s3".into());
+        let task = tokio::spawn(timer.clone().run(dispatch.clone()));
+
+        clock.set(at(0, 1, 0));
+        until(|| dispatch.handed().concat().len() >= ids.len()).await;
+        let handed = dispatch.handed();
+        assert_eq!(
+            handed.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 1],
+            "five fires due at once, in batches of at most two: {handed:?}"
+        );
+        assert!(handed.concat().iter().all(|(_, t)| *t == at(0, 1, 0)));
+        until(|| timer.next_fire("s4") == Some(at(1, 1, 0))).await;
+        for id in ["s0", "s2", "s4"] {
+            assert_eq!(timer.next_fire(id), Some(at(1, 1, 0)), "{id} advanced");
+        }
+        for id in ["s1", "s3"] {
+            assert_eq!(timer.next_fire(id), Some(at(0, 1, 0)), "{id} still due");
+        }
+
+        // After the backoff, only the two failed fires are handed over again.
+        clock.set(at(0, 1, 1));
+        until(|| timer.next_fire("s1") == Some(at(1, 1, 0))).await;
+        until(|| timer.next_fire("s3") == Some(at(1, 1, 0))).await;
+        let retried: Vec<(String, DateTime<Utc>)> = dispatch.handed().concat().split_off(ids.len());
+        assert_eq!(
+            retried,
+            vec![("s1".into(), at(0, 1, 0)), ("s3".into(), at(0, 1, 0))]
+        );
+        task.abort();
+    }
 }
