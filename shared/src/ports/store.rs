@@ -207,6 +207,16 @@ pub enum RunCreated {
 pub trait RunStore: Send + Sync {
     /// Creates the run unless one with the same id exists (conditional write).
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError>;
+    /// `create_run_if_absent` for each run, in order, as if one after another (a run
+    /// repeated in the batch finds the first as existing); one result per run. A store
+    /// that can write them together overrides this, and may then fail them all at once.
+    async fn create_runs_if_absent(&self, runs: &[Run]) -> Vec<Result<RunCreated, PortError>> {
+        let mut created = Vec::with_capacity(runs.len());
+        for run in runs {
+            created.push(self.create_run_if_absent(run).await);
+        }
+        created
+    }
     async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<Run>, PortError>;
     /// The run log of a schedule, newest fire first, without runs expired at `as_of`
     /// (expiry deletion may lag, so reads filter).

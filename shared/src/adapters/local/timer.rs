@@ -116,16 +116,7 @@ impl FireDispatch for DispatchService {
         &self,
         fires: &[ScheduledFire],
     ) -> Vec<Result<DispatchOutcome, ServiceError>> {
-        // Each fire on its own, `FIRES_AT_ONCE` at a time.
-        const FIRES_AT_ONCE: usize = 16;
-        let mut outcomes = Vec::with_capacity(fires.len());
-        for chunk in fires.chunks(FIRES_AT_ONCE) {
-            let dispatches = chunk
-                .iter()
-                .map(|fire| self.dispatch_fire(&fire.request, fire.scheduled_for));
-            outcomes.extend(futures_util::future::join_all(dispatches).await);
-        }
-        outcomes
+        self.dispatch_fires(fires).await
     }
 }
 
@@ -475,17 +466,21 @@ mod tests {
         }
     }
 
-    /// Dispatch that records every batch it is handed and fails the listed fires once;
-    /// `short` batches get no outcome for their last fire.
+    /// A fire as the fake sees it: the schedule and the nominal time.
+    type Handed = (String, DateTime<Utc>);
+
+    /// Dispatch that records every batch it is handed, fails the fires of the schedules in
+    /// `fail_once` once, and answers one outcome short for a batch ending in a schedule of
+    /// `drop_last_outcome_once`.
     #[derive(Default)]
     struct FakeDispatch {
-        batches: Mutex<Vec<Vec<(String, DateTime<Utc>)>>>,
+        batches: Mutex<Vec<Vec<Handed>>>,
         fail_once: Mutex<BTreeSet<String>>,
         drop_last_outcome_once: Mutex<BTreeSet<String>>,
     }
 
     impl FakeDispatch {
-        fn handed(&self) -> Vec<Vec<(String, DateTime<Utc>)>> {
+        fn handed(&self) -> Vec<Vec<Handed>> {
             self.batches.lock().expect("lock").clone()
         }
     }
@@ -588,7 +583,7 @@ mod tests {
         clock.set(at(0, 1, 1));
         until(|| timer.next_fire("s1") == Some(at(1, 1, 0))).await;
         until(|| timer.next_fire("s3") == Some(at(1, 1, 0))).await;
-        let retried: Vec<(String, DateTime<Utc>)> = dispatch.handed().concat().split_off(ids.len());
+        let retried: Vec<Handed> = dispatch.handed().concat().split_off(ids.len());
         assert_eq!(
             retried,
             vec![("s1".into(), at(0, 1, 0)), ("s3".into(), at(0, 1, 0))]
