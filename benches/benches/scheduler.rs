@@ -62,7 +62,10 @@ const SCHEDULES_PER_PROJECT: usize = 100;
 
 /// Opens a deployment in `dir` with the demo workspace, `n / SCHEDULES_PER_PROJECT`
 /// published projects (the demo app) and `n` schedules on them, schedule `i` firing hourly
-/// at minute `minute_of(i)`.
+/// at minute `minute_of(i)`. The schedules are stamped as changed at the next whole hour,
+/// and the clock is then moved there, so that nothing falls due while they are stored and
+/// loaded (the timer resumes a schedule from its last change): the first fire is a minute
+/// after the clock's time when this returns.
 async fn populate(
     dir: &Path,
     n: usize,
@@ -87,7 +90,7 @@ async fn populate(
         projects_service.publish(&seed.admin, &id).await.unwrap();
         projects.push(id);
     }
-    let now = clock.now();
+    let now = clock.now().duration_trunc(Duration::hours(1)).unwrap() + Duration::hours(1);
     let mut per_minute: HashMap<i64, usize> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -129,6 +132,7 @@ async fn populate(
         projects.len(),
         started.elapsed().as_secs_f64()
     );
+    clock.skip_to(now);
     (embedded, clock, per_minute)
 }
 
