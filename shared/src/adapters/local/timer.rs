@@ -9,9 +9,10 @@
 //!
 //! Fires are sequential per schedule: the next fire time is computed only once the current
 //! one was dispatched, and a failed dispatch is retried with backoff instead of being
-//! dropped (each fire of a batch on its own: the others of the batch go ahead). On start it resumes from the last fire recorded in the store, so a restart
-//! neither fires anything twice (dispatch is idempotent anyway) nor silently loses a fire
-//! that fell due while the process was down (within the catch-up window).
+//! dropped (each fire of a batch on its own: the others of the batch go ahead). On start it
+//! resumes from the last fire recorded in the store, so a restart neither fires anything
+//! twice (dispatch is idempotent anyway) nor silently loses a fire that fell due while the
+//! process was down (within the catch-up window).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -49,7 +50,7 @@ impl Default for TimerSettings {
         TimerSettings {
             catch_up: Duration::hours(1),
             concurrency: 4,
-            batch: 1_000,
+            batch: 10_000,
             backoff: Duration::seconds(1),
             max_backoff: Duration::minutes(1),
         }
