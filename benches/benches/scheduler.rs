@@ -38,7 +38,7 @@ use scheduled_runs::embedded::{Embedded, EmbeddedConfig};
 use scheduled_runs::ports::{Clock, ScheduleLimits, ScheduleStore};
 use scheduled_runs::services::ServiceError;
 use scheduled_runs::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire};
-use scheduled_runs_benches::{SkippingClock, machine, ms, percentile, rss_bytes};
+use scheduled_runs_benches::{SkippingClock, cpu_time, machine, ms, percentile, rss_bytes};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -254,13 +254,15 @@ async fn restart(dir: PathBuf) {
     let _timer = embedded.start_timer().await.unwrap();
     let load_time = loaded.elapsed();
     let ready = process_start.elapsed();
+    let cpu = cpu_time();
     let rss_loaded = rss_bytes();
     let n = embedded.timer.len();
     println!(
-        "(d) restart: {n} schedules ready to fire {} after main() (open {}, load {})",
+        "(d) restart: {n} schedules ready to fire {} after main() (open {}, load {}; CPU time of the process so far {})",
         ms(ready),
         ms(open_time),
         ms(load_time),
+        ms(cpu),
     );
     println!(
         "(c) memory: RSS {:.1} MiB at start, {:.1} MiB with the store open, {:.1} MiB with {n} schedules loaded: {:.0} bytes per schedule",
