@@ -26,8 +26,8 @@ use scheduled_runs::domain::model::{
 use scheduled_runs::ports::{
     ConnectionStore, DeliveryClaim, DeliveryStore, IntegrationStore, LimitKind, Page, PageRequest,
     PortError, ProjectStore, RateLimitStore, ResultsStore, RunCreated, RunEventOutbox, RunFilter,
-    RunPathStore, RunStart, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore,
-    WorkspaceStore, started_run,
+    RunPathStore, RunStart, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore,
+    ScheduleTrigger, SqlCacheStore, WorkspaceStore, started_run,
 };
 use scheduled_runs::ports::{ExecutionInputs, FireContext, FireRequest};
 use serde_json::json;
@@ -1435,12 +1435,36 @@ pub async fn all_schedules_report_whether_they_should_fire(s: &Stores) {
         .set_archived(&ws1, &shelved.project_id, false, at(5, 9, 0))
         .await
         .expect("unarchive");
-    let (_, flags) = listing().await;
+    let (ours, flags) = listing().await;
     assert!(
         flags[&on_archived.schedule_id],
         "unarchiving restores the enabled schedule"
     );
     assert!(!flags[&disabled.schedule_id]);
+
+    // The timer's lean listing is the same, reduced to what it fires on.
+    let mut triggers: Vec<ScheduleTrigger> = s
+        .schedules
+        .list_schedule_triggers()
+        .await
+        .expect("triggers")
+        .into_iter()
+        .filter(|t| mine.contains(&t.schedule_id))
+        .collect();
+    triggers.sort_by(|a, b| a.schedule_id.cmp(&b.schedule_id));
+    let mut expected: Vec<ScheduleTrigger> = ours
+        .into_iter()
+        .map(|(sch, active)| ScheduleTrigger {
+            workspace_id: sch.workspace_id,
+            schedule_id: sch.schedule_id,
+            cadence: sch.cadence,
+            timezone: sch.timezone,
+            updated_at: sch.updated_at,
+            active,
+        })
+        .collect();
+    expected.sort_by(|a, b| a.schedule_id.cmp(&b.schedule_id));
+    assert_eq!(triggers, expected);
 }
 
 pub async fn limit_per_project_counts_every_creator(s: &Stores) {

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::domain::cadence::parse_timezone;
+use crate::domain::cadence::{Cadence, parse_timezone};
 use crate::domain::fire_times::FireSpec;
 use crate::domain::model::Schedule;
 use crate::ports::{
@@ -78,7 +78,52 @@ struct State {
     generation: u64,
     /// Every trigger as last put, firing or not, by schedule id (what `list_triggers`
     /// reports; `entries` holds only those that still have a fire ahead).
-    triggers: BTreeMap<String, TriggerState>,
+    triggers: BTreeMap<String, Registered>,
+}
+
+impl State {
+    /// Makes the schedule fire next after `after`, replacing what the timer held for it
+    /// (or drops it when it never fires again).
+    fn place(
+        &mut self,
+        workspace_id: String,
+        schedule_id: String,
+        spec: FireSpec,
+        tz: chrono_tz::Tz,
+        after: DateTime<Utc>,
+    ) {
+        self.generation += 1;
+        let generation = self.generation;
+        match spec.next_after(tz, after) {
+            Some(next) => {
+                self.heap
+                    .push(Reverse((next, generation, schedule_id.clone())));
+                self.entries.insert(
+                    schedule_id,
+                    Entry {
+                        workspace_id,
+                        spec,
+                        tz,
+                        next,
+                        generation,
+                        in_flight: false,
+                        failures: 0,
+                    },
+                );
+            }
+            None => {
+                self.entries.remove(&schedule_id);
+            }
+        }
+    }
+}
+
+/// A trigger as last put. Its EventBridge expression is rendered only when it is listed.
+struct Registered {
+    workspace_id: String,
+    spec: FireSpec,
+    timezone: String,
+    active: bool,
 }
 
 struct Due {
@@ -155,42 +200,70 @@ impl LocalTimer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Loads every active schedule from the store, resuming each from its last recorded
-    /// fire (or its last change), at most `catch_up` in the past.
+    /// Loads every schedule from the store (one lean listing, and the last fire times),
+    /// resuming each active one from its last recorded fire (or its last change), at most
+    /// `catch_up` in the past. Returns how many are active.
     pub async fn load(
         &self,
         schedules: &dyn ScheduleStore,
         runs: &dyn RunStore,
     ) -> Result<usize, PortError> {
-        let last_fires: HashMap<String, DateTime<Utc>> =
-            runs.last_fire_times().await?.into_iter().collect();
+        let (last_fires, listed) =
+            tokio::try_join!(runs.last_fire_times(), schedules.list_schedule_triggers())?;
+        let last_fires: HashMap<String, DateTime<Utc>> = last_fires.into_iter().collect();
         let floor = self.inner.clock.now() - self.inner.settings.catch_up;
-        let mut page = PageRequest::first(1_000);
-        let mut loaded = 0;
-        loop {
-            let batch = schedules.list_all_schedules(&page).await?;
-            for (schedule, active) in &batch.items {
-                if !active {
-                    match trigger_state(schedule, false) {
-                        Ok(trigger) => self.register(trigger),
-                        Err(e) => tracing::warn!(schedule_id = %schedule.schedule_id,
-                            error = %e, "disabled schedule not registered; reconcile reports it"),
-                    }
-                    continue;
+        // Compiled before the state is locked; it then takes them all at once.
+        let mut registered = Vec::with_capacity(listed.len());
+        let mut firing = Vec::with_capacity(listed.len());
+        for t in listed {
+            if !t.active {
+                match compile(&t.cadence) {
+                    Ok(spec) => registered.push((
+                        t.schedule_id,
+                        Registered {
+                            workspace_id: t.workspace_id,
+                            spec,
+                            timezone: t.timezone,
+                            active: false,
+                        },
+                    )),
+                    Err(e) => tracing::warn!(schedule_id = %t.schedule_id,
+                        error = %e, "disabled schedule not registered; reconcile reports it"),
                 }
-                self.register(trigger_state(schedule, true)?);
-                let resume = last_fires
-                    .get(&schedule.schedule_id)
-                    .map_or(schedule.updated_at, |t| (*t).max(schedule.updated_at))
-                    .max(floor);
-                self.insert(schedule, resume)?;
-                loaded += 1;
+                continue;
             }
-            match batch.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => break,
-            }
+            let spec = compile(&t.cadence)?;
+            let tz = timezone(&t.timezone)?;
+            let resume = last_fires
+                .get(&t.schedule_id)
+                .map_or(t.updated_at, |at| (*at).max(t.updated_at))
+                .max(floor);
+            firing.push((
+                t.workspace_id.clone(),
+                t.schedule_id.clone(),
+                spec.clone(),
+                tz,
+                resume,
+            ));
+            registered.push((
+                t.schedule_id,
+                Registered {
+                    workspace_id: t.workspace_id,
+                    spec,
+                    timezone: t.timezone,
+                    active: true,
+                },
+            ));
         }
+        let loaded = firing.len();
+        let mut state = self.state();
+        state.entries.reserve(loaded);
+        state.heap.reserve(loaded);
+        state.triggers.extend(registered);
+        for (workspace_id, schedule_id, spec, tz, resume) in firing {
+            state.place(workspace_id, schedule_id, spec, tz, resume);
+        }
+        drop(state);
         self.inner.wake.notify_one();
         Ok(loaded)
     }
@@ -209,49 +282,12 @@ impl LocalTimer {
         self.state().entries.get(schedule_id).map(|e| e.next)
     }
 
-    fn insert(&self, schedule: &Schedule, after: DateTime<Utc>) -> Result<(), PortError> {
-        let spec = schedule
-            .cadence
-            .compile()
-            .map_err(|e| PortError::fatal(format!("stored cadence no longer compiles: {e}")))?;
-        let tz = parse_timezone(&schedule.timezone)
-            .map_err(|e| PortError::fatal(format!("stored timezone is invalid: {e}")))?;
-        let mut state = self.state();
-        state.generation += 1;
-        let generation = state.generation;
-        match spec.next_after(tz, after) {
-            Some(next) => {
-                state
-                    .heap
-                    .push(Reverse((next, generation, schedule.schedule_id.clone())));
-                state.entries.insert(
-                    schedule.schedule_id.clone(),
-                    Entry {
-                        workspace_id: schedule.workspace_id.clone(),
-                        spec,
-                        tz,
-                        next,
-                        generation,
-                        in_flight: false,
-                        failures: 0,
-                    },
-                );
-            }
-            None => {
-                state.entries.remove(&schedule.schedule_id);
-            }
-        }
-        Ok(())
-    }
-
     fn remove(&self, schedule_id: &str) {
         self.state().entries.remove(schedule_id);
     }
 
-    fn register(&self, trigger: TriggerState) {
-        self.state()
-            .triggers
-            .insert(trigger.schedule_id.clone(), trigger);
+    fn register(&self, schedule_id: String, trigger: Registered) {
+        self.state().triggers.insert(schedule_id, trigger);
     }
 
     /// Pops every fire due at `now`; returns them and the next wake-up time.
@@ -374,13 +410,29 @@ impl LocalTimer {
 #[async_trait]
 impl TriggerBackend for LocalTimer {
     async fn put_trigger(&self, schedule: &Schedule, active: bool) -> Result<(), PortError> {
-        let trigger = trigger_state(schedule, active)?;
+        let spec = compile(&schedule.cadence)?;
         if active {
-            self.insert(schedule, self.inner.clock.now())?;
+            let tz = timezone(&schedule.timezone)?;
+            let now = self.inner.clock.now();
+            self.state().place(
+                schedule.workspace_id.clone(),
+                schedule.schedule_id.clone(),
+                spec.clone(),
+                tz,
+                now,
+            );
         } else {
             self.remove(&schedule.schedule_id);
         }
-        self.register(trigger);
+        self.register(
+            schedule.schedule_id.clone(),
+            Registered {
+                workspace_id: schedule.workspace_id.clone(),
+                spec,
+                timezone: schedule.timezone.clone(),
+                active,
+            },
+        );
         self.inner.wake.notify_one();
         Ok(())
     }
@@ -402,7 +454,18 @@ impl TriggerBackend for LocalTimer {
             None => Bound::Unbounded,
         };
         let mut rest = state.triggers.range((after, Bound::Unbounded));
-        let items: Vec<TriggerState> = rest.by_ref().take(limit).map(|(_, t)| t.clone()).collect();
+        // In the terms EventBridge Scheduler would hold them.
+        let items: Vec<TriggerState> = rest
+            .by_ref()
+            .take(limit)
+            .map(|(schedule_id, t)| TriggerState {
+                workspace_id: t.workspace_id.clone(),
+                schedule_id: schedule_id.clone(),
+                active: t.active,
+                expression: t.spec.eventbridge_expression(),
+                timezone: t.timezone.clone(),
+            })
+            .collect();
         let next_cursor = match rest.next() {
             Some(_) => items.last().map(|t| t.schedule_id.clone()),
             None => None,
@@ -411,20 +474,14 @@ impl TriggerBackend for LocalTimer {
     }
 }
 
-/// The trigger `put_trigger(schedule, active)` leaves behind, in the terms EventBridge
-/// Scheduler would hold it.
-fn trigger_state(schedule: &Schedule, active: bool) -> Result<TriggerState, PortError> {
-    let spec = schedule
-        .cadence
+fn compile(cadence: &Cadence) -> Result<FireSpec, PortError> {
+    cadence
         .compile()
-        .map_err(|e| PortError::fatal(format!("stored cadence no longer compiles: {e}")))?;
-    Ok(TriggerState {
-        workspace_id: schedule.workspace_id.clone(),
-        schedule_id: schedule.schedule_id.clone(),
-        active,
-        expression: spec.eventbridge_expression(),
-        timezone: schedule.timezone.clone(),
-    })
+        .map_err(|e| PortError::fatal(format!("stored cadence no longer compiles: {e}")))
+}
+
+fn timezone(name: &str) -> Result<chrono_tz::Tz, PortError> {
+    parse_timezone(name).map_err(|e| PortError::fatal(format!("stored timezone is invalid: {e}")))
 }
 
 #[cfg(test)]
@@ -436,7 +493,6 @@ mod tests {
 
     use super::*;
     use crate::adapters::local::clock::ManualClock;
-    use crate::domain::cadence::Cadence;
     use crate::domain::model::{OverlapPolicy, ProjectRole};
     use crate::ports::PortError;
 
