@@ -1,6 +1,6 @@
 //! The in-process scheduler of the embedded deployment, standing in for EventBridge
 //! Scheduler: it is the local `TriggerBackend`, keeps every active schedule's next fire time
-//! in a heap, and hands each due fire to the dispatch service with the same semantics as
+//! in a queue, and hands each due fire to the dispatch service with the same semantics as
 //! `nextRuns` (the domain's `FireSpec::next_after`).
 //!
 //! Fire times are whole minutes, so many schedules fall due at the same instant: the timer
@@ -14,8 +14,7 @@
 //! twice (dispatch is idempotent anyway) nor silently loses a fire that fell due while the
 //! process was down (within the catch-up window).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -63,7 +62,7 @@ struct Entry {
     tz: chrono_tz::Tz,
     /// The next fire time not yet dispatched.
     next: DateTime<Utc>,
-    /// Bumped whenever the trigger is replaced, so stale heap items and stale dispatch
+    /// Bumped whenever the trigger is replaced, so stale queue items and stale dispatch
     /// completions are ignored.
     generation: u64,
     in_flight: bool,
@@ -73,8 +72,11 @@ struct Entry {
 #[derive(Default)]
 struct State {
     entries: HashMap<String, Entry>,
-    /// (wake-up time, generation, schedule id), earliest first.
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, String)>>,
+    /// Wake-up times, earliest first, each with the (generation, schedule id) of what is due
+    /// then. Fire times are whole minutes, so thousands of schedules share an instant: they
+    /// are taken off together, without reordering a heap of every schedule for each one.
+    /// An item of a replaced entry (older generation) is dropped when met.
+    queue: BTreeMap<DateTime<Utc>, Vec<(u64, String)>>,
     generation: u64,
     /// Every trigger as last put, firing or not, by schedule id (what `list_triggers`
     /// reports; `entries` holds only those that still have a fire ahead).
@@ -82,6 +84,20 @@ struct State {
 }
 
 impl State {
+    fn enqueue(&mut self, at: DateTime<Utc>, generation: u64, schedule_id: String) {
+        self.queue
+            .entry(at)
+            .or_default()
+            .push((generation, schedule_id));
+    }
+
+    /// Whether a queue item is still the schedule's current one and not being dispatched.
+    fn is_current(&self, generation: u64, schedule_id: &str) -> bool {
+        self.entries
+            .get(schedule_id)
+            .is_some_and(|e| e.generation == generation && !e.in_flight)
+    }
+
     /// Makes the schedule fire next after `after`, replacing what the timer held for it
     /// (or drops it when it never fires again).
     fn place(
@@ -96,8 +112,7 @@ impl State {
         let generation = self.generation;
         match spec.next_after(tz, after) {
             Some(next) => {
-                self.heap
-                    .push(Reverse((next, generation, schedule_id.clone())));
+                self.enqueue(next, generation, schedule_id.clone());
                 self.entries.insert(
                     schedule_id,
                     Entry {
@@ -126,24 +141,10 @@ struct Registered {
     active: bool,
 }
 
+/// A fire taken off the queue, with the generation of the entry it was taken from.
 struct Due {
-    schedule_id: String,
-    workspace_id: String,
-    fire_at: DateTime<Utc>,
+    fire: ScheduledFire,
     generation: u64,
-}
-
-impl Due {
-    fn fire(&self) -> ScheduledFire {
-        ScheduledFire {
-            request: FireRequest {
-                workspace_id: self.workspace_id.clone(),
-                schedule_id: self.schedule_id.clone(),
-                ..FireRequest::default()
-            },
-            scheduled_for: self.fire_at,
-        }
-    }
 }
 
 /// Where the timer hands due fires: the dispatch service. The seam lets the benchmark see
@@ -192,7 +193,7 @@ impl LocalTimer {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the heap half-updated in a way that
+        // A panic while holding the lock cannot leave the queue half-updated in a way that
         // matters more than stopping the scheduler would, so keep going with the data.
         self.inner
             .state
@@ -258,7 +259,6 @@ impl LocalTimer {
         let loaded = firing.len();
         let mut state = self.state();
         state.entries.reserve(loaded);
-        state.heap.reserve(loaded);
         state.triggers.extend(registered);
         for (workspace_id, schedule_id, spec, tz, resume) in firing {
             state.place(workspace_id, schedule_id, spec, tz, resume);
@@ -292,29 +292,40 @@ impl LocalTimer {
 
     /// Pops every fire due at `now`; returns them and the next wake-up time.
     fn take_due(&self, now: DateTime<Utc>) -> (Vec<Due>, Option<DateTime<Utc>>) {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let mut due = Vec::new();
-        while let Some(Reverse((at, generation, id))) = state.heap.peek().cloned() {
-            let current = state
-                .entries
-                .get(&id)
-                .is_some_and(|e| e.generation == generation && !e.in_flight);
-            if !current {
-                state.heap.pop();
+        while let Some((&at, items)) = state.queue.first_key_value() {
+            if at > now {
+                // Wake up then, unless everything queued for then went stale meanwhile.
+                if items.iter().any(|(g, id)| state.is_current(*g, id)) {
+                    return (due, Some(at));
+                }
+                state.queue.pop_first();
                 continue;
             }
-            if at > now {
-                return (due, Some(at));
-            }
-            state.heap.pop();
-            if let Some(entry) = state.entries.get_mut(&id) {
+            let Some((_, items)) = state.queue.pop_first() else {
+                break;
+            };
+            for (generation, schedule_id) in items {
+                let Some(entry) = state
+                    .entries
+                    .get_mut(&schedule_id)
+                    .filter(|e| e.generation == generation && !e.in_flight)
+                else {
+                    continue;
+                };
                 entry.in_flight = true;
-                due.push(Due {
-                    schedule_id: id,
+                let request = FireRequest {
                     workspace_id: entry.workspace_id.clone(),
-                    fire_at: entry.next,
-                    generation,
-                });
+                    schedule_id,
+                    ..FireRequest::default()
+                };
+                let fire = ScheduledFire {
+                    request,
+                    scheduled_for: entry.next,
+                };
+                due.push(Due { fire, generation });
             }
         }
         (due, None)
@@ -322,36 +333,42 @@ impl LocalTimer {
 
     /// Records the outcomes of a batch's dispatch: each fire advances to its schedule's
     /// next fire, or is retried. A fire without an outcome counts as failed.
-    fn completed(&self, batch: &[Due], outcomes: &[Result<DispatchOutcome, ServiceError>]) {
+    fn completed(
+        &self,
+        fires: &[ScheduledFire],
+        generations: &[u64],
+        outcomes: &[Result<DispatchOutcome, ServiceError>],
+    ) {
         let now = self.inner.clock.now();
         let settings = self.inner.settings;
         let mut state = self.state();
-        for (i, due) in batch.iter().enumerate() {
+        for (i, (fire, &generation)) in fires.iter().zip(generations).enumerate() {
+            let schedule_id = &fire.request.schedule_id;
             let ok = match outcomes.get(i) {
                 Some(Ok(_)) => true,
                 Some(Err(e)) => {
-                    tracing::warn!(schedule_id = %due.schedule_id, scheduled_for = %due.fire_at,
+                    tracing::warn!(%schedule_id, scheduled_for = %fire.scheduled_for,
                         error = %e, "dispatch failed; will retry");
                     false
                 }
                 None => false,
             };
-            let Some(entry) = state.entries.get_mut(&due.schedule_id) else {
+            let Some(entry) = state.entries.get_mut(schedule_id) else {
                 continue;
             };
-            if entry.generation != due.generation {
+            if entry.generation != generation {
                 continue;
             }
             entry.in_flight = false;
             let wake = if ok {
                 entry.failures = 0;
-                match entry.spec.next_after(entry.tz, due.fire_at) {
+                match entry.spec.next_after(entry.tz, fire.scheduled_for) {
                     Some(next) => {
                         entry.next = next;
                         next
                     }
                     None => {
-                        state.entries.remove(&due.schedule_id);
+                        state.entries.remove(schedule_id);
                         continue;
                     }
                 }
@@ -360,9 +377,7 @@ impl LocalTimer {
                 let factor = 1i32 << entry.failures.min(16).saturating_sub(1);
                 now + (settings.backoff * factor).min(settings.max_backoff)
             };
-            state
-                .heap
-                .push(Reverse((wake, due.generation, due.schedule_id.clone())));
+            state.enqueue(wake, generation, schedule_id.clone());
         }
         drop(state);
         self.inner.wake.notify_one();
@@ -390,16 +405,19 @@ impl LocalTimer {
             }
             let mut due = due.into_iter().peekable();
             while due.peek().is_some() {
-                let batch: Vec<Due> = due.by_ref().take(batch_size).collect();
+                let (fires, generations): (Vec<ScheduledFire>, Vec<u64>) = due
+                    .by_ref()
+                    .take(batch_size)
+                    .map(|d| (d.fire, d.generation))
+                    .unzip();
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let timer = self.clone();
                 let dispatch = dispatch.clone();
                 tokio::spawn(async move {
-                    let fires: Vec<ScheduledFire> = batch.iter().map(Due::fire).collect();
                     let outcomes = dispatch.dispatch(&fires).await;
-                    timer.completed(&batch, &outcomes);
+                    timer.completed(&fires, &generations, &outcomes);
                     drop(permit);
                 });
             }
@@ -645,6 +663,36 @@ mod tests {
             retried,
             vec![("s1".into(), at(0, 1, 0)), ("s3".into(), at(0, 1, 0))]
         );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_deleted_trigger_leaves_nothing_due_behind() {
+        let clock = Arc::new(ManualClock::new(at(0, 0, 30)));
+        let timer = LocalTimer::new(clock.clone(), TimerSettings::default());
+        let moved = hourly("moved", 5);
+        timer.put_trigger(&moved, true).await.expect("trigger");
+        timer
+            .put_trigger(&hourly("moved", 10), true)
+            .await
+            .expect("replace");
+        let deleted = hourly("deleted", 5);
+        timer.put_trigger(&deleted, true).await.expect("trigger");
+        timer.delete_trigger(&deleted).await.expect("delete");
+        let dispatch = Arc::new(FakeDispatch::default());
+        let task = tokio::spawn(timer.clone().run(dispatch.clone()));
+
+        clock.set(at(0, 5, 0));
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        assert!(dispatch.handed().is_empty(), "{:?}", dispatch.handed());
+        clock.set(at(0, 10, 0));
+        until(|| !dispatch.handed().is_empty()).await;
+        assert_eq!(
+            dispatch.handed(),
+            vec![vec![("moved".into(), at(0, 10, 0))]]
+        );
+        until(|| timer.next_fire("moved") == Some(at(1, 10, 0))).await;
+        assert_eq!(timer.next_fire("deleted"), None);
         task.abort();
     }
 }
