@@ -7,11 +7,16 @@
 //! The real embedded deployment (`Embedded::open`: SQLite store in a temporary directory,
 //! `LocalTimer`, `DispatchService`, in-process run queue) on a clock that runs at wall-clock
 //! pace but skips the idle stretch before each fire (`SkippingClock`): everything between
-//! the fire's instant and the run being recorded happens in real time. A fire's lateness is
-//! measured when its run's message arrives on the run queue, which dispatch sends only
-//! after the run record was committed: it is the "run recorded" lateness, which includes
-//! the timer's own wake-up lateness. Runs are not executed (the executor pool is not
-//! started), so the figures are the scheduler's and dispatch's alone.
+//! the fire's instant and the run being recorded happens in real time. Two latenesses are
+//! taken for every fire:
+//!
+//! * **fired**: when the timer hands the fire to dispatch (the timer's `FireDispatch`
+//!   seam, wrapped here to note the time before passing the fires on);
+//! * **recorded**: when the run's message arrives on the run queue, which dispatch sends
+//!   only after the run record was committed.
+//!
+//! Runs are not executed (the executor pool is not started), so the figures are the
+//! scheduler's and dispatch's alone.
 //!
 //! (a) schedules spread over an hour: `HOURLY` at minute `i % 60`, so about 1,667 fire on
 //!     every minute; (b) all due in the same minute; (c) resident memory per schedule and
@@ -20,16 +25,20 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
+use async_trait::async_trait;
 use chrono::{Duration, DurationRound, Timelike};
+use scheduled_runs::adapters::local::timer::FireDispatch;
 use scheduled_runs::demo;
 use scheduled_runs::domain::cadence::Cadence;
 use scheduled_runs::domain::model::{OverlapPolicy, ProjectRole, Schedule};
 use scheduled_runs::embedded::{Embedded, EmbeddedConfig};
 use scheduled_runs::ports::{Clock, ScheduleLimits, ScheduleStore};
-use scheduled_runs_benches::{SkippingClock, machine, ms, percentile, rss_bytes};
+use scheduled_runs::services::ServiceError;
+use scheduled_runs::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire};
+use scheduled_runs_benches::{SkippingClock, cpu_time, machine, ms, percentile, rss_bytes};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -53,7 +62,10 @@ const SCHEDULES_PER_PROJECT: usize = 100;
 
 /// Opens a deployment in `dir` with the demo workspace, `n / SCHEDULES_PER_PROJECT`
 /// published projects (the demo app) and `n` schedules on them, schedule `i` firing hourly
-/// at minute `minute_of(i)`.
+/// at minute `minute_of(i)`. The schedules are stamped as changed at the next whole hour,
+/// and the clock is then moved there, so that nothing falls due while they are stored and
+/// loaded (the timer resumes a schedule from its last change): the first fire is a minute
+/// after the clock's time when this returns.
 async fn populate(
     dir: &Path,
     n: usize,
@@ -78,7 +90,7 @@ async fn populate(
         projects_service.publish(&seed.admin, &id).await.unwrap();
         projects.push(id);
     }
-    let now = clock.now();
+    let now = clock.now().duration_trunc(Duration::hours(1)).unwrap() + Duration::hours(1);
     let mut per_minute: HashMap<i64, usize> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -120,20 +132,62 @@ async fn populate(
         projects.len(),
         started.elapsed().as_secs_f64()
     );
+    clock.skip_to(now);
     (embedded, clock, per_minute)
 }
 
+/// The dispatch service, noting how late each fire is when the timer hands it over.
+struct ObservedDispatch {
+    inner: Arc<DispatchService>,
+    clock: Arc<SkippingClock>,
+    fired: Mutex<Vec<StdDuration>>,
+}
+
+#[async_trait]
+impl FireDispatch for ObservedDispatch {
+    async fn dispatch(
+        &self,
+        fires: &[ScheduledFire],
+    ) -> Vec<Result<DispatchOutcome, ServiceError>> {
+        let now = self.clock.now();
+        self.fired.lock().unwrap().extend(
+            fires
+                .iter()
+                .map(|f| (now - f.scheduled_for).to_std().unwrap_or_default()),
+        );
+        self.inner.dispatch(fires).await
+    }
+}
+
+/// Both latenesses of every fire, sorted.
+struct Lateness {
+    fired: Vec<StdDuration>,
+    recorded: Vec<StdDuration>,
+}
+
 /// Skips to just before each of the next `minutes` minute boundaries and measures, for every
-/// run recorded at that boundary, how late its message arrived.
+/// fire at that boundary, how late it was handed to dispatch and how late its run's message
+/// arrived.
 async fn fire_minutes(
     embedded: &Embedded,
-    clock: &SkippingClock,
+    clock: &Arc<SkippingClock>,
     per_minute: &HashMap<i64, usize>,
     minutes: usize,
-) -> Vec<StdDuration> {
+) -> Lateness {
     let mut receiver = embedded.take_run_receiver().unwrap();
     let load_started = Instant::now();
-    let _timer = embedded.start_timer().await.unwrap();
+    // What `Embedded::start_timer` does, with the observed dispatch.
+    embedded
+        .timer
+        .load(&embedded.store, &embedded.store)
+        .await
+        .unwrap();
+    let observed = Arc::new(ObservedDispatch {
+        inner: embedded.state.dispatch.clone(),
+        clock: clock.clone(),
+        fired: Mutex::default(),
+    });
+    let timer = tokio::spawn(embedded.timer.clone().run(observed.clone()));
     eprintln!(
         "  timer loaded in {:.2} s",
         load_started.elapsed().as_secs_f64()
@@ -162,18 +216,29 @@ async fn fire_minutes(
         }
         done += 1;
     }
+    timer.abort();
+    let mut fired = std::mem::take(&mut *observed.fired.lock().unwrap());
+    fired.sort();
     lateness.sort();
-    lateness
+    Lateness {
+        fired,
+        recorded: lateness,
+    }
 }
 
-fn report(name: &str, lateness: &[StdDuration]) {
-    println!(
-        "{name}: {} runs recorded; lateness p50 {}, p99 {}, max {}",
-        lateness.len(),
-        ms(percentile(lateness, 50.0)),
-        ms(percentile(lateness, 99.0)),
-        ms(*lateness.last().unwrap()),
-    );
+fn report(name: &str, lateness: &Lateness) {
+    for (what, figures) in [
+        ("handed to dispatch", &lateness.fired),
+        ("recorded", &lateness.recorded),
+    ] {
+        println!(
+            "{name}: {} fires {what}; lateness p50 {}, p99 {}, max {}",
+            figures.len(),
+            ms(percentile(figures, 50.0)),
+            ms(percentile(figures, 99.0)),
+            ms(*figures.last().unwrap()),
+        );
+    }
 }
 
 /// (c) and (d), in a fresh process: open the store of (a) and load every schedule.
@@ -189,13 +254,15 @@ async fn restart(dir: PathBuf) {
     let _timer = embedded.start_timer().await.unwrap();
     let load_time = loaded.elapsed();
     let ready = process_start.elapsed();
+    let cpu = cpu_time();
     let rss_loaded = rss_bytes();
     let n = embedded.timer.len();
     println!(
-        "(d) restart: {n} schedules ready to fire {} after main() (open {}, load {})",
+        "(d) restart: {n} schedules ready to fire {} after main() (open {}, load {}; CPU time of the process so far {})",
         ms(ready),
         ms(open_time),
         ms(load_time),
+        ms(cpu),
     );
     println!(
         "(c) memory: RSS {:.1} MiB at start, {:.1} MiB with the store open, {:.1} MiB with {n} schedules loaded: {:.0} bytes per schedule",

@@ -1,5 +1,5 @@
 //! Helpers shared by the benchmarks in `benches/benches/` (see `BENCHMARKS.md`): a wall
-//! clock that can skip idle time, percentiles, resident memory and the machine's
+//! clock that can skip idle time, percentiles, resident memory, CPU time and the machine's
 //! description.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -73,6 +73,25 @@ pub fn rss_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`, in
+/// clock ticks of 10 ms. Beside wall-clock figures, it shows what the work costs whatever
+/// else the machine is running.
+pub fn cpu_time() -> StdDuration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name may hold spaces; the fields that follow it do not.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    StdDuration::from_millis(ticks * 10)
 }
 
 /// `nproc`, the CPU model and the memory size, for the report.

@@ -26,8 +26,8 @@ use scheduled_runs::domain::model::{
 use scheduled_runs::ports::{
     ConnectionStore, DeliveryClaim, DeliveryStore, IntegrationStore, LimitKind, Page, PageRequest,
     PortError, ProjectStore, RateLimitStore, ResultsStore, RunCreated, RunEventOutbox, RunFilter,
-    RunPathStore, RunStart, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore,
-    WorkspaceStore, started_run,
+    RunPathStore, RunStart, RunStore, ScheduleFilter, ScheduleLimits, ScheduleStore,
+    ScheduleTrigger, SqlCacheStore, WorkspaceStore, started_run,
 };
 use scheduled_runs::ports::{ExecutionInputs, FireContext, FireRequest};
 use serde_json::json;
@@ -110,6 +110,7 @@ macro_rules! store_contract_tests {
             concurrent_inserts_respect_the_creator_limit,
             concurrent_inserts_respect_the_project_limit,
             run_creation_is_idempotent,
+            batch_run_creation_answers_each_run_as_one_by_one,
             concurrent_run_creation_creates_once,
             run_log_newest_first_with_pages_and_expiry,
             last_fire_times_are_the_latest_fire_per_schedule,
@@ -131,6 +132,7 @@ macro_rules! store_contract_tests {
             notification_settings_round_trip_on_schedules_and_runs,
             fire_context_holds_everything_dispatch_checks,
             fire_context_tracks_the_schedules_active_run,
+            fire_contexts_load_together_as_one_by_one,
             start_takes_only_a_pending_run,
             end_run_writes_the_run_and_only_newer_results,
             execution_inputs_are_the_version_and_its_connections,
@@ -154,6 +156,15 @@ macro_rules! store_contract_tests {
 /// A fixed instant on 2026-03-`day` (UTC).
 pub fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, day, hour, minute, 0)
+        .single()
+        .expect("fixture instant is valid")
+}
+
+/// A fixed instant on 2099-03-`day` (UTC), for records that must outlive the test on a
+/// store that expires items by its own clock: DynamoDB Local deletes, at moments of its
+/// choosing, items whose TTL is past on the machine's wall clock, as 2026 fixtures soon are.
+pub fn lasting(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2099, 3, day, hour, minute, 0)
         .single()
         .expect("fixture instant is valid")
 }
@@ -1424,12 +1435,36 @@ pub async fn all_schedules_report_whether_they_should_fire(s: &Stores) {
         .set_archived(&ws1, &shelved.project_id, false, at(5, 9, 0))
         .await
         .expect("unarchive");
-    let (_, flags) = listing().await;
+    let (ours, flags) = listing().await;
     assert!(
         flags[&on_archived.schedule_id],
         "unarchiving restores the enabled schedule"
     );
     assert!(!flags[&disabled.schedule_id]);
+
+    // The timer's lean listing is the same, reduced to what it fires on.
+    let mut triggers: Vec<ScheduleTrigger> = s
+        .schedules
+        .list_schedule_triggers()
+        .await
+        .expect("triggers")
+        .into_iter()
+        .filter(|t| mine.contains(&t.schedule_id))
+        .collect();
+    triggers.sort_by(|a, b| a.schedule_id.cmp(&b.schedule_id));
+    let mut expected: Vec<ScheduleTrigger> = ours
+        .into_iter()
+        .map(|(sch, active)| ScheduleTrigger {
+            workspace_id: sch.workspace_id,
+            schedule_id: sch.schedule_id,
+            cadence: sch.cadence,
+            timezone: sch.timezone,
+            updated_at: sch.updated_at,
+            active,
+        })
+        .collect();
+    expected.sort_by(|a, b| a.schedule_id.cmp(&b.schedule_id));
+    assert_eq!(triggers, expected);
 }
 
 pub async fn limit_per_project_counts_every_creator(s: &Stores) {
@@ -1781,6 +1816,85 @@ pub async fn concurrent_run_creation_creates_once(s: &Stores) {
         }
     }
     assert_eq!(created, 1);
+}
+
+pub async fn batch_run_creation_answers_each_run_as_one_by_one(s: &Stores) {
+    let ws = new_workspace(s, Plan::Team).await;
+    let owner = unique("owner");
+    let p = new_project(s, &ws, &owner, at(2, 9, 0)).await;
+    let schedule = new_schedule(s, &p, &owner, false, at(2, 10, 0)).await;
+    let fire = |day| {
+        run_value(
+            &p,
+            Some(&schedule),
+            Some(at(day, 9, 0)),
+            at(day, 9, 0),
+            lasting(30, 0, 0),
+        )
+    };
+    let stored = fire(3);
+    create_run(s, &stored).await;
+    // Another workspace's run, whose id the batch reuses.
+    let other_ws = new_workspace(s, Plan::Team).await;
+    let other_p = new_project(s, &other_ws, &owner, at(2, 9, 0)).await;
+    let foreign = run_value(&other_p, None, None, at(3, 10, 0), lasting(30, 0, 0));
+    create_run(s, &foreign).await;
+
+    let new = fire(4);
+    let again = Run {
+        status: RunStatus::Skipped,
+        trace_id: unique("trace"),
+        ..new.clone()
+    };
+    let stored_again = Run {
+        trace_id: unique("trace"),
+        ..stored.clone()
+    };
+    let intruder = Run {
+        workspace_id: ws.clone(),
+        project_id: p.project_id.clone(),
+        ..foreign.clone()
+    };
+    let later = fire(5);
+    let created = s
+        .runs
+        .create_runs_if_absent(&[new.clone(), again, stored_again, intruder, later.clone()])
+        .await;
+    assert_eq!(created.len(), 5, "{created:?}");
+    assert_eq!(created[0].as_ref().ok(), Some(&RunCreated::Created));
+    // The same run twice in one batch: the second finds the first.
+    assert_eq!(
+        created[1].as_ref().ok(),
+        Some(&RunCreated::Existing(Box::new(new.clone())))
+    );
+    assert_eq!(
+        created[2].as_ref().ok(),
+        Some(&RunCreated::Existing(Box::new(stored.clone())))
+    );
+    // Another tenant's run is neither overwritten nor revealed, and does not fail the
+    // rest of the batch.
+    if let Ok(RunCreated::Existing(existing)) = &created[3] {
+        assert_ne!(existing.workspace_id, other_ws, "a foreign run leaked");
+    }
+    assert_eq!(created[4].as_ref().ok(), Some(&RunCreated::Created));
+    for run in [&new, &stored, &later] {
+        assert_eq!(
+            s.runs
+                .get_run(&ws, &run.run_id)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(run)
+        );
+    }
+    assert_eq!(
+        s.runs
+            .get_run(&other_ws, &foreign.run_id)
+            .await
+            .expect("get"),
+        Some(foreign)
+    );
+    assert!(s.runs.create_runs_if_absent(&[]).await.is_empty());
 }
 
 pub async fn run_log_newest_first_with_pages_and_expiry(s: &Stores) {
@@ -3852,6 +3966,79 @@ pub async fn fire_context_tracks_the_schedules_active_run(s: &Stores) {
     assert!(active(
         load_fire(s, &fire_request(&schedule, true), at(3, 10, 1)).await
     ));
+}
+
+pub async fn fire_contexts_load_together_as_one_by_one(s: &Stores) {
+    let (project, schedule, _) = published_fixture(s).await;
+    let ws = project.workspace_id.clone();
+    // A second schedule, of a creator who is no member, with a run still going (created
+    // `lasting`, so that its run and active-run marker outlive the test).
+    let stranger = unique("stranger");
+    let other = new_schedule(s, &project, &stranger, false, at(2, 12, 0)).await;
+    create_run(
+        s,
+        &run_value(
+            &project,
+            Some(&other),
+            Some(at(3, 8, 0)),
+            lasting(3, 8, 0),
+            lasting(30, 0, 0),
+        ),
+    )
+    .await;
+    let now = at(3, 9, 0);
+    let mut gone = fire_request(&schedule, false);
+    gone.schedule_id = unique("sched");
+    let mut elsewhere = fire_request(&other, false);
+    elsewhere.workspace_id = new_workspace(s, Plan::Team).await;
+    let requests = vec![
+        fire_request(&schedule, true),
+        gone,
+        fire_request(&other, false),
+        elsewhere,
+        fire_request(&schedule, false),
+    ];
+    let together = s
+        .run_path
+        .load_fires(&requests, now)
+        .await
+        .expect("load fires");
+    let mut one_by_one = Vec::new();
+    for request in &requests {
+        one_by_one.push(s.run_path.load_fire(request, now).await.expect("load"));
+    }
+    assert_eq!(together, one_by_one);
+    let schedules: Vec<Option<&str>> = together
+        .iter()
+        .map(|f| f.as_ref().map(|f| f.schedule.schedule_id.as_str()))
+        .collect();
+    assert_eq!(
+        schedules,
+        [
+            Some(schedule.schedule_id.as_str()),
+            None,
+            Some(other.schedule_id.as_str()),
+            None,
+            Some(schedule.schedule_id.as_str()),
+        ]
+    );
+    let Some(Some(fire)) = together.get(2) else {
+        panic!("the second schedule's fire: {together:?}");
+    };
+    assert!(fire.previous_run_active);
+    assert_eq!(fire.creator_role, None);
+    assert_eq!(fire.creator, None);
+    assert_eq!(
+        fire.project.as_ref().map(|p| p.workspace_id.as_str()),
+        Some(ws.as_str())
+    );
+    assert!(
+        s.run_path
+            .load_fires(&[], now)
+            .await
+            .expect("load nothing")
+            .is_empty()
+    );
 }
 
 pub async fn start_takes_only_a_pending_run(s: &Stores) {

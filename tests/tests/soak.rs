@@ -5,9 +5,9 @@
 //! `ManualClock`, through the real timer, dispatch, queue, executor and sweeper over a real
 //! SQLite file, while faults are injected:
 //!
-//! * **store write errors** — a run store wrapper fails some run writes before they happen
-//!   and, worse, some *after* they happened (the caller sees an error for a write that
-//!   landed);
+//! * **store write errors** — a run store wrapper fails some run writes (a single run, or
+//!   the batch of runs of the fires due together) before they happen and, worse, some
+//!   *after* they happened (the caller sees an error for a write that landed);
 //! * **executor crashes** — some deliveries are aborted part-way (before the start, in the
 //!   middle of the cells, or before the final write);
 //! * **queue redelivery** — some messages are executed twice at once;
@@ -368,6 +368,18 @@ impl RunStore for FaultyRuns {
         let result = self.inner.create_run_if_absent(run).await;
         self.after(result)
     }
+    /// The store's own batch write (one SQLite transaction), refused or answered as a
+    /// whole, as one write is.
+    async fn create_runs_if_absent(&self, runs: &[Run]) -> Vec<Result<RunCreated, PortError>> {
+        if let Err(e) = self.before() {
+            return vec![Err(e); runs.len()];
+        }
+        let created = self.inner.create_runs_if_absent(runs).await;
+        match self.after(Ok(())) {
+            Ok(()) => created,
+            Err(e) => vec![Err(e); runs.len()],
+        }
+    }
     async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<Run>, PortError> {
         self.inner.get_run(workspace_id, run_id).await
     }
@@ -445,8 +457,9 @@ impl Deployment {
             faults: faults.clone(),
         });
         let d = &e.state.dispatch;
-        // The run path composed over the faulty run store, so the start and the end of
-        // every run meet the injected write errors too.
+        // The executor's run path composed over the faulty run store, so the start and the
+        // end of every run meet the injected write errors too. Dispatch reads through the
+        // store's own batched `load_fires` and writes through the faulty run store.
         let store = Arc::new(e.store.clone());
         let path = Arc::new(ComposedRunPath {
             workspaces: store.clone(),
@@ -455,10 +468,10 @@ impl Deployment {
             runs: runs.clone(),
             connections: store.clone(),
             results: store.clone(),
-            cache: store,
+            cache: store.clone(),
         });
         let dispatch = Arc::new(DispatchService {
-            path: path.clone(),
+            path: store,
             projects: d.projects.clone(),
             schedules: d.schedules.clone(),
             runs: runs.clone(),

@@ -357,6 +357,19 @@ async fn duplicate_fires_dispatch_one_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_fires_decides_each_as_one_after_another() {
+    let (_keep, s) = fresh().await;
+    scheduled_runs_tests::duplicates::a_batch_of_fires_decides_each_as_one_after_another(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_that_fails_part_way_is_retried_without_loss_or_doubles() {
+    let (_keep, s) = fresh().await;
+    scheduled_runs_tests::duplicates::a_batch_that_fails_part_way_is_retried_without_loss_or_doubles(&s)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_run_messages_execute_once() {
     let (_keep, s) = fresh().await;
     scheduled_runs_tests::duplicates::concurrent_deliveries_execute_once(&s).await;

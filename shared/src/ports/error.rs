@@ -12,7 +12,8 @@ pub enum LimitKind {
     HourlyPerProject,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// `Clone` so that a failure of a batch can be reported for each of its items.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PortError {
     #[error("not found")]
     NotFound,

@@ -28,5 +28,5 @@ pub use sql::{
 pub use store::{
     ConnectionStore, DeliveryClaim, DeliveryStore, IntegrationStore, Page, PageRequest,
     ProjectStore, RateLimitStore, ResultsStore, RunCreated, RunEventOutbox, RunFilter, RunStore,
-    ScheduleFilter, ScheduleLimits, ScheduleStore, SqlCacheStore, WorkspaceStore,
+    ScheduleFilter, ScheduleLimits, ScheduleStore, ScheduleTrigger, SqlCacheStore, WorkspaceStore,
 };

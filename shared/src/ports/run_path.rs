@@ -70,6 +70,20 @@ pub trait RunPathStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<FireContext>, PortError>;
 
+    /// `load_fire` for each request, in order: one answer per request. A store that can
+    /// read the records of many fires with a few queries overrides this.
+    async fn load_fires(
+        &self,
+        requests: &[FireRequest],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<FireContext>>, PortError> {
+        let mut fires = Vec::with_capacity(requests.len());
+        for request in requests {
+            fires.push(self.load_fire(request, now).await?);
+        }
+        Ok(fires)
+    }
+
     /// The version and the connections its cells use. `connections` names the ones known
     /// in advance; the rest are found from the version.
     async fn load_execution(

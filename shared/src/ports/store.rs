@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::PortError;
+use crate::domain::cadence::Cadence;
 use crate::domain::model::{
     CachedResult, Connection, DeliveryRecord, Integrations, Member, Plan, Project, ProjectRole,
     ProjectVersion, PublishedResults, Run, RunGuard, RunStatus, RunTrigger, Schedule,
@@ -151,6 +152,20 @@ pub struct ScheduleFilter {
     pub enabled: Option<bool>,
 }
 
+/// What the local timer needs of a schedule to fire it
+/// (`ScheduleStore::list_schedule_triggers`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleTrigger {
+    pub workspace_id: String,
+    pub schedule_id: String,
+    pub cadence: Cadence,
+    pub timezone: String,
+    /// The schedule's last change (the timer resumes from it when nothing fired since).
+    pub updated_at: DateTime<Utc>,
+    /// Whether its trigger should fire (enabled and project not archived).
+    pub active: bool,
+}
+
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
     /// Inserts the schedule if the limits still hold; fails with `LimitReached`.
@@ -193,6 +208,27 @@ pub trait ScheduleStore: Send + Sync {
         &self,
         page: &PageRequest,
     ) -> Result<Page<(Schedule, bool)>, PortError>;
+    /// Every schedule of every workspace reduced to what the local timer needs to fire it,
+    /// all pages at once. A store that can read just those fields overrides this.
+    async fn list_schedule_triggers(&self) -> Result<Vec<ScheduleTrigger>, PortError> {
+        let mut page = PageRequest::first(1_000);
+        let mut triggers = Vec::new();
+        loop {
+            let batch = self.list_all_schedules(&page).await?;
+            triggers.extend(batch.items.into_iter().map(|(s, active)| ScheduleTrigger {
+                workspace_id: s.workspace_id,
+                schedule_id: s.schedule_id,
+                cadence: s.cadence,
+                timezone: s.timezone,
+                updated_at: s.updated_at,
+                active,
+            }));
+            match batch.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => return Ok(triggers),
+            }
+        }
+    }
 }
 
 /// The outcome of an idempotent run creation.
@@ -207,6 +243,16 @@ pub enum RunCreated {
 pub trait RunStore: Send + Sync {
     /// Creates the run unless one with the same id exists (conditional write).
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError>;
+    /// `create_run_if_absent` for each run, in order, as if one after another (a run
+    /// repeated in the batch finds the first as existing); one result per run. A store
+    /// that can write them together overrides this, and may then fail them all at once.
+    async fn create_runs_if_absent(&self, runs: &[Run]) -> Vec<Result<RunCreated, PortError>> {
+        let mut created = Vec::with_capacity(runs.len());
+        for run in runs {
+            created.push(self.create_run_if_absent(run).await);
+        }
+        created
+    }
     async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<Run>, PortError>;
     /// The run log of a schedule, newest fire first, without runs expired at `as_of`
     /// (expiry deletion may lag, so reads filter).

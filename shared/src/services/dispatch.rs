@@ -3,6 +3,7 @@
 //! created with a conditional write; every duplicate delivery finds the same run. The same
 //! service serves the local timer and the dispatch Lambda.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -13,8 +14,8 @@ use crate::domain::model::{
 };
 use crate::domain::policy::{self, RunAuthority};
 use crate::ports::{
-    Clock, EventPublisher, FireContext, FireRequest, ProjectStore, RunCreated, RunMessage,
-    RunPathStore, RunQueue, RunStore, ScheduleStore,
+    Clock, EventPublisher, FireContext, FireRequest, PortError, ProjectStore, RunCreated,
+    RunMessage, RunPathStore, RunQueue, RunStore, ScheduleStore,
 };
 
 use super::{ProjectAccess, ServiceError};
@@ -30,6 +31,14 @@ pub enum DispatchOutcome {
     Duplicate(Box<Run>),
     /// The schedule no longer exists (deleted after the trigger fired); nothing to do.
     ScheduleGone,
+}
+
+/// One fire of a schedule: which schedule (with what the trigger knows of it) and its
+/// nominal fire time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledFire {
+    pub request: FireRequest,
+    pub scheduled_for: DateTime<Utc>,
 }
 
 pub struct DispatchService {
@@ -81,24 +90,130 @@ impl DispatchService {
     }
 
     /// Handles one (possibly duplicated) fire, with what the trigger knows of the
-    /// schedule. Everything the decision needs is read at once; a duplicate is found by
-    /// the conditional create, which hands back the stored run.
+    /// schedule: a batch of one (`dispatch_fires`).
     pub async fn dispatch_fire(
         &self,
         request: &FireRequest,
         scheduled_for: DateTime<Utc>,
     ) -> Result<DispatchOutcome, ServiceError> {
-        let schedule_id = request.schedule_id.as_str();
-        let now = self.clock.now();
-        let Some(fire) = self.path.load_fire(request, now).await? else {
-            tracing::info!(schedule_id, %scheduled_for, "fire of a deleted schedule ignored");
-            return Ok(DispatchOutcome::ScheduleGone);
+        let fire = ScheduledFire {
+            request: request.clone(),
+            scheduled_for,
         };
-        let run_id = Run::scheduled_run_id(schedule_id, scheduled_for);
+        // One outcome per fire, by construction.
+        self.dispatch_fires(std::slice::from_ref(&fire))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(PortError::fatal("dispatch answered no outcome").into()))
+    }
+
+    /// Handles fires (the local timer hands over those due at one instant), each possibly
+    /// duplicated, with the outcome each would have had dispatched one after another: one
+    /// per fire, in order. The store reads every record the decisions need at once and
+    /// creates the runs together; each decision is the same `decide` as for a single fire.
+    /// A duplicate is found by the conditional create, which hands back the stored run.
+    ///
+    /// A schedule's fires are decided in rounds, one per round in the order given, so a
+    /// later fire sees the run an earlier one created (overlap). Queueing and announcing
+    /// happen after the runs were written, as for a single fire.
+    pub async fn dispatch_fires(
+        &self,
+        fires: &[ScheduledFire],
+    ) -> Vec<Result<DispatchOutcome, ServiceError>> {
+        let mut outcomes = Vec::with_capacity(fires.len());
+        for round in rounds(fires) {
+            outcomes.extend(self.dispatch_round(&round).await);
+        }
+        outcomes.sort_by_key(|(position, _)| *position);
+        outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+
+    /// Dispatches fires of distinct schedules (with their positions in the batch).
+    async fn dispatch_round(
+        &self,
+        fires: &[(usize, &ScheduledFire)],
+    ) -> Vec<(usize, Result<DispatchOutcome, ServiceError>)> {
+        let failed = |e: &PortError| {
+            fires
+                .iter()
+                .map(|(position, _)| (*position, Err(e.clone().into())))
+                .collect()
+        };
+        let now = self.clock.now();
+        let requests: Vec<FireRequest> = fires.iter().map(|(_, f)| f.request.clone()).collect();
+        let contexts = match self.path.load_fires(&requests, now).await {
+            Ok(contexts) if contexts.len() == fires.len() => contexts,
+            Ok(contexts) => {
+                return failed(&PortError::fatal(format!(
+                    "the store answered {} fire contexts for {} fires",
+                    contexts.len(),
+                    fires.len()
+                )));
+            }
+            Err(e) => return failed(&e),
+        };
+        let mut outcomes = Vec::with_capacity(fires.len());
+        // The runs to create, and what each needs once it is created.
+        let mut runs = Vec::with_capacity(fires.len());
+        let mut pending = Vec::with_capacity(fires.len());
+        for (&(position, fire), context) in fires.iter().zip(contexts) {
+            let scheduled_for = fire.scheduled_for;
+            let Some(context) = context else {
+                tracing::info!(schedule_id = %fire.request.schedule_id, %scheduled_for,
+                    "fire of a deleted schedule ignored");
+                outcomes.push((position, Ok(DispatchOutcome::ScheduleGone)));
+                continue;
+            };
+            runs.push(self.scheduled_run(&context, scheduled_for, now));
+            pending.push((position, context.published_connections));
+        }
+        let created = self.runs.create_runs_if_absent(&runs).await;
+        if created.len() != runs.len() {
+            let e = PortError::fatal(format!(
+                "the store answered {} creations for {} runs",
+                created.len(),
+                runs.len()
+            ));
+            outcomes.extend(
+                pending
+                    .into_iter()
+                    .map(|(position, _)| (position, Err(e.clone().into()))),
+            );
+            return outcomes;
+        }
+        for ((run, (position, connections)), created) in runs.into_iter().zip(pending).zip(created)
+        {
+            let outcome = match created {
+                Ok(created) => self.created(run, created, connections).await,
+                Err(e) => Err(e.into()),
+            };
+            outcomes.push((position, outcome));
+        }
+        outcomes
+    }
+
+    /// The run a fire makes: `PENDING` with the version published now and the creator's
+    /// current authority, or `SKIPPED` with the reason `decide` gives.
+    fn scheduled_run(
+        &self,
+        fire: &FireContext,
+        scheduled_for: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Run {
+        let run_id = Run::scheduled_run_id(&fire.schedule.schedule_id, scheduled_for);
         let mut run = self.new_run(&fire.schedule, run_id, RunTrigger::Scheduled, now);
         run.scheduled_for = Some(scheduled_for);
-        let skip = match decide(&fire) {
-            Decision::Skip(reason) => Some(reason),
+        match decide(fire) {
+            Decision::Skip(reason) => {
+                run.status = RunStatus::Skipped;
+                run.skip_reason = Some(reason);
+                run.end_time = Some(now);
+                run.event_pending = true;
+                run.state_events
+                    .push(StateEvent::new("STATUS", RunStatus::Skipped.as_str(), now));
+                run.state_events
+                    .push(StateEvent::new("SKIP_REASON", reason.as_str(), now));
+            }
             Decision::Run { version, authority } => {
                 run.project_version = Some(version);
                 if let RunAuthority::Run {
@@ -109,31 +224,32 @@ impl DispatchService {
                     run.update_published_results = update_published_results;
                     run.use_cached_sql_results = use_cached_sql_results;
                 }
-                None
             }
-        };
-        if let Some(reason) = skip {
-            run.status = RunStatus::Skipped;
-            run.skip_reason = Some(reason);
-            run.end_time = Some(now);
-            run.event_pending = true;
-            run.state_events
-                .push(StateEvent::new("STATUS", RunStatus::Skipped.as_str(), now));
-            run.state_events
-                .push(StateEvent::new("SKIP_REASON", reason.as_str(), now));
         }
-        match self.runs.create_run_if_absent(&run).await? {
+        run
+    }
+
+    /// What follows the conditional create of a scheduled run: a new run is announced
+    /// (skipped) or queued; an existing one is a duplicate delivery.
+    async fn created(
+        &self,
+        run: Run,
+        created: RunCreated,
+        published_connections: Option<Vec<String>>,
+    ) -> Result<DispatchOutcome, ServiceError> {
+        let schedule_id = run.schedule_id.as_deref().unwrap_or_default();
+        match created {
             RunCreated::Existing(existing) => self.duplicate(*existing).await,
-            RunCreated::Created if skip.is_some() => {
+            RunCreated::Created if run.status == RunStatus::Skipped => {
                 tracing::info!(run_id = %run.run_id, schedule_id, reason = ?run.skip_reason, "scheduled run skipped");
                 super::events::announce(self.events.as_ref(), &run).await;
                 Ok(DispatchOutcome::Skipped(Box::new(run)))
             }
             RunCreated::Created => {
                 let mut message = RunMessage::for_run(&run);
-                message.connections = fire.published_connections.unwrap_or_default();
+                message.connections = published_connections.unwrap_or_default();
                 self.queue.enqueue(&message).await?;
-                tracing::info!(run_id = %run.run_id, schedule_id, %scheduled_for, "scheduled run queued");
+                tracing::info!(run_id = %run.run_id, schedule_id, scheduled_for = ?run.scheduled_for, "scheduled run queued");
                 Ok(DispatchOutcome::Queued(Box::new(run)))
             }
         }
@@ -287,6 +403,25 @@ fn decide(fire: &FireContext) -> Decision {
         return Decision::Skip(SkipReason::Overlap);
     }
     Decision::Run { version, authority }
+}
+
+/// Splits a batch into rounds in which each schedule appears once, keeping the order:
+/// a schedule's second fire in the batch goes in the second round, and so on.
+fn rounds(fires: &[ScheduledFire]) -> Vec<Vec<(usize, &ScheduledFire)>> {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(fires.len());
+    let mut rounds: Vec<Vec<(usize, &ScheduledFire)>> = Vec::new();
+    for (position, fire) in fires.iter().enumerate() {
+        let request = &fire.request;
+        let round = seen
+            .entry((&request.workspace_id, &request.schedule_id))
+            .or_insert(0);
+        if *round == rounds.len() {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push((position, fire));
+        *round += 1;
+    }
+    rounds
 }
 
 enum Decision {

@@ -47,6 +47,19 @@ use crate::ports::PortError;
 /// to keep a 2–4 core machine busy; more would only cost file handles and page cache.
 const READERS: usize = 4;
 
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB). The local timer writes the
+/// runs of thousands of fires in one transaction, and run ids are hashes, so a batch
+/// dirties pages all over the run indexes: they have to stay in memory until the commit
+/// (rather than spill into the WAL mid-transaction) and the next batch finds them there.
+/// Pages are allocated as they are used, up to this.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// WAL pages written before the writer checkpoints them into the database file (SQLite's
+/// default is 1,000). A batch of runs commits thousands of pages, mostly the same index
+/// pages as the batch before: checkpointing after every commit would copy them into the
+/// file every time, while a 40 MB WAL copies each once for several batches.
+const CHECKPOINT_PAGES: i64 = 10_000;
+
 /// How long a statement waits for a lock held by *another process* (e.g. the operator CLI
 /// writing to the same file) before giving up with a retryable error. Inside this process
 /// the writer mutex already serialises writes.
@@ -80,6 +93,12 @@ impl SqliteStore {
         // anything, find the file, the WAL and the schema in place.
         let mut writer = Connection::open(path).map_err(db_err)?;
         configure(&writer)?;
+        writer
+            .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(db_err)?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+            .map_err(db_err)?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
 
         let readers = (0..READERS)

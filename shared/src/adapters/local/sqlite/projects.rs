@@ -15,12 +15,13 @@ use crate::ports::{Page, PageRequest, PortError, ProjectStore};
 const PROJECT_COLUMNS: &str = "workspace_id, project_id, title, description, created_by, \
      created_at, updated_at, archived, published_version, last_activity_at";
 
-/// The same, qualified by the alias `p` for joins with `project_members`.
-const P_PROJECT_COLUMNS: &str = "p.workspace_id, p.project_id, p.title, p.description, \
+/// The same, qualified by the alias `p` for joins.
+pub(super) const P_PROJECT_COLUMNS: &str = "p.workspace_id, p.project_id, p.title, p.description, \
      p.created_by, p.created_at, p.updated_at, p.archived, p.published_version, \
      p.last_activity_at";
 
-fn project_from_row(row: &Row<'_>) -> Result<Project, PortError> {
+/// Decodes the columns of `PROJECT_COLUMNS`, which must come first in the row.
+pub(super) fn project_from_row(row: &Row<'_>) -> Result<Project, PortError> {
     let created_at: String = row.get(5).map_err(db_err)?;
     let updated_at: String = row.get(6).map_err(db_err)?;
     let last_activity_at: String = row.get(9).map_err(db_err)?;
@@ -38,7 +39,7 @@ fn project_from_row(row: &Row<'_>) -> Result<Project, PortError> {
     })
 }
 
-fn role_from_text(role: &str) -> Result<ProjectRole, PortError> {
+pub(super) fn role_from_text(role: &str) -> Result<ProjectRole, PortError> {
     ProjectRole::parse(role)
         .ok_or_else(|| PortError::fatal(format!("sqlite: corrupt project role {role:?}")))
 }

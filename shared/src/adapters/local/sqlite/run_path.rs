@@ -1,17 +1,100 @@
-//! `RunPathStore` for the embedded store: every step is a local call, so batching buys
-//! nothing and the single-record methods are composed (`ComposedRunPath`). Conditions
-//! still hold: the start and the end are the guarded `update_run`.
+//! `RunPathStore` for the embedded store. The records of a batch of fires (the schedules,
+//! their projects, creators, the creators' roles and each schedule's latest run) are read
+//! with one query, so the local timer can dispatch the thousands of fires that fall due on
+//! the same minute without a round trip per record; a single fire is a batch of one. The
+//! executor's steps are composed from the single-record methods (`ComposedRunPath`), every
+//! one a local call; the start and the end are the guarded `update_run`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::Row;
 
-use super::SqliteStore;
-use crate::domain::model::{CachedResult, PublishedResults, Run, RunGuard};
+use super::codec::{from_json, to_json, ts};
+use super::projects::{P_PROJECT_COLUMNS, project_from_row, role_from_text};
+use super::workspaces::user_from_row;
+use super::{SqliteStore, db_err, query_all};
+use crate::domain::model::{CachedResult, PublishedResults, Run, RunGuard, RunStatus};
 use crate::ports::{
     ComposedRunPath, ExecutionInputs, FireContext, FireRequest, PortError, RunPathStore, RunStart,
 };
+
+/// The records of the fires named by `?1`, a JSON array of `[workspaceId, scheduleId]`
+/// pairs; `j.key` is a pair's position in it. A schedule that does not exist in the
+/// request's workspace yields no row. The latest run is the first of the schedule's run
+/// log (`runs_by_schedule`) that has not expired at `?2`, as `list_schedule_runs` reads it.
+static LOAD_FIRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {P_PROJECT_COLUMNS},
+             j.key, s.body,
+             u.workspace_id, u.user_id, u.email, u.workspace_role,
+             m.role,
+             (SELECT r.status FROM runs r
+              WHERE r.workspace_id = s.workspace_id AND r.schedule_id = s.schedule_id
+                AND r.expires_at > ?2
+              ORDER BY r.log_at DESC, r.run_id DESC
+              LIMIT 1)
+         FROM json_each(?1) j
+         JOIN schedules s
+           ON s.schedule_id = j.value ->> 1 AND s.workspace_id = j.value ->> 0
+         LEFT JOIN projects p
+           ON p.workspace_id = s.workspace_id AND p.project_id = s.project_id
+         LEFT JOIN users u
+           ON u.workspace_id = s.workspace_id AND u.user_id = s.created_by
+         LEFT JOIN project_members m
+           ON m.workspace_id = s.workspace_id AND m.project_id = s.project_id
+          AND m.user_id = s.created_by"
+    )
+});
+
+/// Column positions in `LOAD_FIRES` after the project's.
+const POSITION: usize = 10;
+const SCHEDULE: usize = 11;
+const USER: usize = 12;
+const ROLE: usize = 16;
+const LATEST_STATUS: usize = 17;
+
+/// One row of `LOAD_FIRES`: the position of the request it answers and its context.
+fn fire_from_row(row: &Row<'_>) -> Result<(usize, FireContext), PortError> {
+    let position: i64 = row.get(POSITION).map_err(db_err)?;
+    let position = usize::try_from(position)
+        .map_err(|_| PortError::fatal("sqlite: json_each key out of range"))?;
+    let schedule = from_json(&row.get::<_, String>(SCHEDULE).map_err(db_err)?, "schedule")?;
+    // Absent records come back as NULLs from the outer joins.
+    let project = match row.get::<_, Option<String>>(1).map_err(db_err)? {
+        Some(_) => Some(project_from_row(row)?),
+        None => None,
+    };
+    let creator = match row.get::<_, Option<String>>(USER + 1).map_err(db_err)? {
+        Some(_) => Some(user_from_row(row, USER)?),
+        None => None,
+    };
+    let creator_role = row
+        .get::<_, Option<String>>(ROLE)
+        .map_err(db_err)?
+        .map(|role| role_from_text(&role))
+        .transpose()?;
+    let latest_status = row
+        .get::<_, Option<String>>(LATEST_STATUS)
+        .map_err(db_err)?
+        .map(|status| {
+            RunStatus::parse(&status)
+                .ok_or_else(|| PortError::fatal(format!("sqlite: corrupt run status {status:?}")))
+        })
+        .transpose()?;
+    Ok((
+        position,
+        FireContext {
+            schedule,
+            project,
+            creator,
+            creator_role,
+            previous_run_active: latest_status.is_some_and(|s| !s.is_terminal()),
+            published_connections: None,
+        },
+    ))
+}
 
 impl SqliteStore {
     fn composed(&self) -> ComposedRunPath {
@@ -26,7 +109,33 @@ impl RunPathStore for SqliteStore {
         request: &FireRequest,
         now: DateTime<Utc>,
     ) -> Result<Option<FireContext>, PortError> {
-        self.composed().load_fire(request, now).await
+        let mut fires = self.load_fires(std::slice::from_ref(request), now).await?;
+        Ok(fires.pop().flatten())
+    }
+
+    async fn load_fires(
+        &self,
+        requests: &[FireRequest],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<FireContext>>, PortError> {
+        let keys: Vec<[&str; 2]> = requests
+            .iter()
+            .map(|r| [r.workspace_id.as_str(), r.schedule_id.as_str()])
+            .collect();
+        let keys = to_json(&keys)?;
+        let now = ts(&now);
+        let count = requests.len();
+        self.read(move |conn| {
+            let mut fires: Vec<Option<FireContext>> = vec![None; count];
+            for (position, fire) in query_all(conn, &LOAD_FIRES, (&keys, &now), fire_from_row)? {
+                let slot = fires
+                    .get_mut(position)
+                    .ok_or_else(|| PortError::fatal("sqlite: json_each key out of range"))?;
+                *slot = Some(fire);
+            }
+            Ok(fires)
+        })
+        .await
     }
 
     async fn load_execution(
@@ -60,5 +169,39 @@ impl RunPathStore for SqliteStore {
         cache: &[CachedResult],
     ) -> Result<bool, PortError> {
         self.composed().end_run(run, expected, results, cache).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::sqlite::lock;
+
+    #[test]
+    fn fires_are_read_by_key_from_the_request_list() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        let conn = lock(&store.pool.writer);
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", *LOAD_FIRES))
+            .expect("prepare");
+        let plan = stmt
+            .query_map(("[]", ""), |row| row.get::<_, String>(3))
+            .expect("explain")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("\n");
+        // The request list drives the join: every table is a key lookup, never a scan.
+        assert!(plan.contains("SCAN j"), "{plan}");
+        for table in [
+            "s USING INDEX",
+            "p USING",
+            "u USING",
+            "m USING",
+            "r USING INDEX runs_by_schedule",
+        ] {
+            assert!(plan.contains(table), "{table}: {plan}");
+        }
+        assert_eq!(plan.matches("SCAN").count(), 1, "{plan}");
     }
 }

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::Row;
+use rusqlite::{Row, Transaction};
 
 use super::codec::{
     MAX_PAGE, after, before, finish_page, flag, from_json, page_size, parse_ts, to_json, ts,
@@ -53,29 +53,26 @@ const LIST_PENDING_EVENTS: &str = "SELECT body FROM runs
      ORDER BY run_id
      LIMIT ?2";
 
-/// Every column of a row, in the order of the `INSERT` and `UPDATE` statements; the
-/// indexed columns are copies of fields of the JSON body, always written together with it.
-#[allow(clippy::type_complexity)]
-fn columns(
-    r: &Run,
-) -> Result<
-    (
-        String,
-        String,
-        String,
-        Option<String>,
-        &'static str,
-        &'static str,
-        Option<String>,
-        String,
-        String,
-        String,
-        u32,
-        String,
-        i64,
-    ),
-    PortError,
-> {
+/// Every column of a row, in the order of the `INSERT` and `UPDATE` statements.
+type RunRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    &'static str,
+    &'static str,
+    Option<String>,
+    String,
+    String,
+    String,
+    u32,
+    String,
+    i64,
+);
+
+/// The row of `r`: the indexed columns are copies of fields of the JSON body, always
+/// written together with it.
+fn columns(r: &Run) -> Result<RunRow, PortError> {
     Ok((
         r.run_id.clone(),
         r.workspace_id.clone(),
@@ -93,36 +90,78 @@ fn columns(
     ))
 }
 
+/// The conditional create of one run, inside the caller's transaction.
+fn insert_if_absent(tx: &Transaction<'_>, row: RunRow) -> Result<RunCreated, PortError> {
+    let (run_id, workspace_id) = (row.0.clone(), row.1.clone());
+    let inserted = exec(
+        tx,
+        "INSERT INTO runs (run_id, workspace_id, project_id, schedule_id, run_trigger,
+             status, scheduled_for, created_at, log_at, expires_at, attempt, body,
+             event_pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (run_id) DO NOTHING",
+        row,
+    )?;
+    if inserted == 1 {
+        return Ok(RunCreated::Created);
+    }
+    // The id is taken. Hand back the stored run, but only within the same workspace:
+    // another tenant's run is neither overwritten nor revealed.
+    query_opt(
+        tx,
+        "SELECT body FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
+        (&workspace_id, &run_id),
+        run_from_row,
+    )?
+    .map(|existing| RunCreated::Existing(Box::new(existing)))
+    .ok_or(PortError::AlreadyExists)
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError> {
-        let r = run.clone();
-        let row = columns(&r)?;
-        self.write(move |tx| {
-            let inserted = exec(
-                tx,
-                "INSERT INTO runs (run_id, workspace_id, project_id, schedule_id, run_trigger,
-                     status, scheduled_for, created_at, log_at, expires_at, attempt, body,
-                     event_pending)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (run_id) DO NOTHING",
-                row,
-            )?;
-            if inserted == 1 {
-                return Ok(RunCreated::Created);
-            }
-            // The id is taken. Hand back the stored run, but only within the same
-            // workspace: another tenant's run is neither overwritten nor revealed.
-            query_opt(
-                tx,
-                "SELECT body FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
-                (&r.workspace_id, &r.run_id),
-                run_from_row,
-            )?
-            .map(|existing| RunCreated::Existing(Box::new(existing)))
-            .ok_or(PortError::AlreadyExists)
-        })
-        .await
+        let row = columns(run)?;
+        self.write(move |tx| insert_if_absent(tx, row)).await
+    }
+
+    /// Every run in one transaction. A run the store refuses on its own (its id taken in
+    /// another workspace, its project missing) fails alone, as it would one by one; any
+    /// other failure rolls the whole batch back and fails every run of it.
+    async fn create_runs_if_absent(&self, runs: &[Run]) -> Vec<Result<RunCreated, PortError>> {
+        let count = runs.len();
+        let runs = runs.to_vec();
+        // Encoded before the writer is taken, so other writers need not wait for it.
+        let rows =
+            match tokio::task::spawn_blocking(move || runs.iter().map(columns).collect::<Vec<_>>())
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let e = PortError::fatal(format!("sqlite encode task failed: {e}"));
+                    return vec![Err(e); count];
+                }
+            };
+        let written = self
+            .write(move |tx| {
+                let mut created = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let result = match row {
+                        // A run that could not be encoded never reaches the table.
+                        Err(e) => Err(e),
+                        Ok(row) => match insert_if_absent(tx, row) {
+                            // Refused for this run alone: SQLite undid the failed
+                            // statement and the transaction goes on.
+                            Err(e @ (PortError::AlreadyExists | PortError::NotFound)) => Err(e),
+                            Err(e) => return Err(e),
+                            created => created,
+                        },
+                    };
+                    created.push(result);
+                }
+                Ok(created)
+            })
+            .await;
+        written.unwrap_or_else(|e| vec![Err(e); count])
     }
 
     async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<Run>, PortError> {
@@ -325,8 +364,133 @@ impl RunEventOutbox for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
     use crate::adapters::local::sqlite::lock;
+    use crate::domain::model::{Plan, Project, RunStatus, RunTrigger, StateEvent, Workspace};
+    use crate::ports::{ProjectStore, WorkspaceStore};
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, hour, 0, 0)
+            .single()
+            .expect("valid instant")
+    }
+
+    /// A store with workspace `w` and its project `p`.
+    async fn store_with_project(dir: &std::path::Path) -> SqliteStore {
+        let store = SqliteStore::open(&dir.join("state.db")).expect("open");
+        store
+            .create_workspace(&Workspace {
+                workspace_id: "w".into(),
+                plan: Plan::Team,
+                auto_archive_after_days: None,
+                created_at: at(0),
+            })
+            .await
+            .expect("workspace");
+        store
+            .create_project(&Project {
+                project_id: "p".into(),
+                workspace_id: "w".into(),
+                title: "p".into(),
+                description: None,
+                created_by: "u".into(),
+                created_at: at(0),
+                updated_at: at(0),
+                archived: false,
+                published_version: None,
+                last_activity_at: at(0),
+            })
+            .await
+            .expect("project");
+        store
+    }
+
+    fn run(run_id: &str, project_id: &str) -> Run {
+        Run {
+            run_id: run_id.into(),
+            project_id: project_id.into(),
+            workspace_id: "w".into(),
+            schedule_id: None,
+            run_trigger: RunTrigger::Api,
+            status: RunStatus::Pending,
+            scheduled_for: None,
+            project_version: Some(1),
+            created_by: "u".into(),
+            created_at: at(1),
+            start_time: None,
+            end_time: None,
+            skip_reason: None,
+            update_published_results: false,
+            use_cached_sql_results: true,
+            input_params: serde_json::Map::new(),
+            trace_id: "t".into(),
+            state_events: vec![StateEvent::new("STATUS", "PENDING", at(1))],
+            expires_at: at(20),
+            attempt: 0,
+            lease_until: None,
+            cells: Vec::new(),
+            error: None,
+            notification_settings: Default::default(),
+            event_pending: false,
+            notifications: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_refused_on_its_own_does_not_fail_its_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let created = store
+            .create_runs_if_absent(&[run("r1", "p"), run("r2", "no-such-project"), run("r3", "p")])
+            .await;
+        assert!(matches!(created[0], Ok(RunCreated::Created)), "{created:?}");
+        assert!(
+            matches!(created[1], Err(PortError::NotFound)),
+            "{created:?}"
+        );
+        assert!(matches!(created[2], Ok(RunCreated::Created)), "{created:?}");
+        for id in ["r1", "r3"] {
+            assert!(store.get_run("w", id).await.expect("get").is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_inside_a_batch_writes_none_of_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let batch = [run("r1", "p"), run("r2", "p"), run("r3", "p")];
+        // The store fails on the second run, after the first was written.
+        lock(&store.pool.writer)
+            .execute_batch(
+                "CREATE TEMP TRIGGER fail_r2 BEFORE INSERT ON runs WHEN NEW.run_id = 'r2'
+                 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+            )
+            .expect("trigger");
+        let created = store.create_runs_if_absent(&batch).await;
+        assert_eq!(created.len(), 3);
+        assert!(created.iter().all(Result::is_err), "{created:?}");
+        for id in ["r1", "r2", "r3"] {
+            assert_eq!(store.get_run("w", id).await.expect("get"), None, "{id}");
+        }
+        // Retried once the store is well again: every run created, once.
+        lock(&store.pool.writer)
+            .execute_batch("DROP TRIGGER fail_r2;")
+            .expect("drop trigger");
+        let created = store.create_runs_if_absent(&batch).await;
+        assert!(
+            created.iter().all(|c| matches!(c, Ok(RunCreated::Created))),
+            "{created:?}"
+        );
+        let again = store.create_runs_if_absent(&batch).await;
+        assert!(
+            again
+                .iter()
+                .all(|c| matches!(c, Ok(RunCreated::Existing(_)))),
+            "{again:?}"
+        );
+    }
 
     /// The details of SQLite's plan for `sql`, one line per step.
     fn plan(store: &SqliteStore, sql: &str, params: usize) -> String {

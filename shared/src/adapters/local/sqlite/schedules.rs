@@ -5,15 +5,51 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, Row};
 
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
 use super::codec::{after, finish_page, flag, from_json, page_size, to_json, ts};
 use super::{SqliteStore, db_err, exec, query_all, query_opt};
+use crate::domain::cadence::Cadence;
 use crate::domain::model::Schedule;
 use crate::ports::{
     LimitKind, Page, PageRequest, PortError, ScheduleFilter, ScheduleLimits, ScheduleStore,
+    ScheduleTrigger,
 };
 
 fn schedule_from_row(row: &Row<'_>) -> Result<Schedule, PortError> {
     from_json(&row.get::<_, String>(0).map_err(db_err)?, "schedule")
+}
+
+/// Every schedule's trigger, with its body: the timer needs three of its fields.
+const LIST_TRIGGERS: &str = "SELECT s.schedule_id, s.workspace_id, s.body,
+         s.enabled AND NOT p.archived
+     FROM schedules s
+     JOIN projects p ON p.workspace_id = s.workspace_id AND p.project_id = s.project_id";
+
+/// The fields of a schedule's body the timer needs; the others are skipped, not built.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerFields {
+    cadence: Cadence,
+    timezone: String,
+    updated_at: DateTime<Utc>,
+}
+
+fn trigger_from_row(row: &Row<'_>) -> Result<ScheduleTrigger, PortError> {
+    let body = row.get_ref(2).map_err(db_err)?;
+    let body = body
+        .as_str()
+        .map_err(|e| PortError::fatal(format!("sqlite: corrupt schedule: {e}")))?;
+    let fields: TriggerFields = from_json(body, "schedule")?;
+    Ok(ScheduleTrigger {
+        schedule_id: row.get(0).map_err(db_err)?,
+        workspace_id: row.get(1).map_err(db_err)?,
+        cadence: fields.cadence,
+        timezone: fields.timezone,
+        updated_at: fields.updated_at,
+        active: row.get(3).map_err(db_err)?,
+    })
 }
 
 /// The keyset of project and workspace listings: oldest first, id as tie-break.
@@ -295,5 +331,11 @@ impl ScheduleStore for SqliteStore {
             Ok(finish_page(items, size, |(s, _)| [s.schedule_id.clone()]))
         })
         .await
+    }
+
+    /// One query for all of them: the local timer loads every schedule when it starts.
+    async fn list_schedule_triggers(&self) -> Result<Vec<ScheduleTrigger>, PortError> {
+        self.read(|conn| query_all(conn, LIST_TRIGGERS, [], trigger_from_row))
+            .await
     }
 }

@@ -33,6 +33,18 @@ fn update_returning(
     query_opt(tx, sql, params, workspace_from_row)?.ok_or(PortError::NotFound)
 }
 
+/// Decodes `workspace_id, user_id, email, workspace_role`, starting at column `first`.
+pub(super) fn user_from_row(row: &Row<'_>, first: usize) -> Result<User, PortError> {
+    let role: String = row.get(first + 3).map_err(db_err)?;
+    Ok(User {
+        workspace_id: row.get(first).map_err(db_err)?,
+        user_id: row.get(first + 1).map_err(db_err)?,
+        email: row.get(first + 2).map_err(db_err)?,
+        workspace_role: WorkspaceRole::parse(&role)
+            .ok_or_else(|| PortError::fatal(format!("sqlite: corrupt workspace role {role:?}")))?,
+    })
+}
+
 #[async_trait]
 impl WorkspaceStore for SqliteStore {
     async fn create_workspace(&self, workspace: &Workspace) -> Result<(), PortError> {
@@ -130,17 +142,7 @@ impl WorkspaceStore for SqliteStore {
                 "SELECT workspace_id, user_id, email, workspace_role FROM users
                  WHERE workspace_id = ?1 AND user_id = ?2",
                 (&ws, &id),
-                |row| {
-                    let role: String = row.get(3).map_err(db_err)?;
-                    Ok(User {
-                        workspace_id: row.get(0).map_err(db_err)?,
-                        user_id: row.get(1).map_err(db_err)?,
-                        email: row.get(2).map_err(db_err)?,
-                        workspace_role: WorkspaceRole::parse(&role).ok_or_else(|| {
-                            PortError::fatal(format!("sqlite: corrupt workspace role {role:?}"))
-                        })?,
-                    })
-                },
+                |row| user_from_row(row, 0),
             )
         })
         .await
