@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Requirement 6: the local API under load, with wrk on loopback (Debian: apt-get install wrk).
 #
-#   cargo build --release -p scheduled-runs-cli
+#   cargo build --release -p scheduled-runs
 #   benches/api_load.sh                 # DURATION=10s CONNECTIONS=64 THREADS=1 by default
 #
 # Starts the real `scheduled-runs serve` (release build, fresh data directory, demo data) on a
@@ -20,7 +20,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-1}"
 
 command -v wrk >/dev/null || { echo "api_load.sh: wrk is required (apt-get install wrk)" >&2; exit 1; }
-[[ -x "$BIN" ]] || { echo "api_load.sh: $BIN is missing; cargo build --release -p scheduled-runs-cli" >&2; exit 1; }
+[[ -x "$BIN" ]] || { echo "api_load.sh: $BIN is missing; cargo build --release -p scheduled-runs" >&2; exit 1; }
 
 DATA="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
