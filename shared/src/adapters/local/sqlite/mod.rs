@@ -10,8 +10,14 @@
 //!   transaction, makes read-check-write sequences (limits, versions, next version number)
 //!   race-free without retry loops. WAL mode lets a small pool of reader connections read
 //!   committed snapshots concurrently with that writer.
-//! * **Blocking work off the async runtime.** rusqlite is synchronous; every call runs in
-//!   `tokio::task::spawn_blocking` so HTTP handlers never stall a runtime worker.
+//! * **Writes off the async runtime, reads on it.** rusqlite is synchronous. A write may
+//!   wait for the writer mutex behind another transaction, so every write runs in
+//!   `tokio::task::spawn_blocking` and never stalls a runtime worker. A read is one short
+//!   statement on a committed WAL snapshot, which does not wait for the writer; it runs on
+//!   the calling task, because handing it to the blocking pool and back (two thread
+//!   switches and their wake-ups) cost more than the read itself and was most of the time
+//!   an API request spent (BENCHMARKS.md §6). There is a reader connection per CPU, so
+//!   runtime workers reading at once find one free.
 //! * **Versioned migrations** (`migrations.rs`) are applied in one transaction at open.
 //! * **Tenant isolation in the SQL.** Every statement a tenant can reach filters by
 //!   `workspace_id`; composite foreign keys make a schedule or run of one workspace unable
@@ -43,9 +49,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavio
 
 use crate::ports::PortError;
 
-/// Reader connections kept open. Reads are short single statements, so a handful is enough
-/// to keep a 2–4 core machine busy; more would only cost file handles and page cache.
-const READERS: usize = 4;
+/// Reader connections kept open at least. Reads run on the runtime's workers (one per CPU),
+/// so there is one per CPU when there are more than this; more would only cost file
+/// handles and page cache.
+const MIN_READERS: usize = 4;
 
 /// How long a statement waits for a lock held by *another process* (e.g. the operator CLI
 /// writing to the same file) before giving up with a retryable error. Inside this process
@@ -82,7 +89,8 @@ impl SqliteStore {
         configure(&writer)?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
 
-        let readers = (0..READERS)
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let readers = (0..cpus.max(MIN_READERS))
             .map(|_| {
                 let conn = Connection::open_with_flags(
                     path,
@@ -109,16 +117,12 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` on a reader connection on the blocking thread pool.
+    /// Runs `f` on a reader connection, on the calling task (see the module comment).
     async fn read<T, F>(&self, f: F) -> Result<T, PortError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, PortError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, PortError>,
     {
-        let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.with_reader(f))
-            .await
-            .map_err(|e| PortError::fatal(format!("sqlite read task failed: {e}")))?
+        self.pool.with_reader(f)
     }
 
     /// Runs `f` inside a `BEGIN IMMEDIATE` transaction on the writer connection, on the
