@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::ports::PortError;
@@ -231,6 +232,13 @@ fn configure(conn: &Connection) -> Result<(), PortError> {
         )));
     }
     conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_err)?;
+    // Plans are chosen when a statement is prepared, not again for the values bound to it.
+    // Otherwise SQLite recompiles a cached statement on every run that binds its `LIMIT`
+    // or a value it compares with a partial index's condition (every listing), which cost
+    // more than running it. Every partial index's condition is a literal in the queries
+    // that use it, so no plan depends on a bound value.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(db_err)?;
     // NORMAL is durable across application crashes in WAL mode; only an OS crash or power
     // loss may lose the last transactions, which is the usual trade for a local server.
