@@ -10,7 +10,8 @@
 #   GET  /api/v1/projects/{p}/schedules/{s}
 #   POST /api/v1/projects/{p}/schedules      (a DAILY schedule: every request creates one)
 #   POST /api/v1/projects/{p}/runs           ({"dryRun": true})
-# and prints wrk's figures. BIN may name several binaries: each round starts each of them in
+# and prints wrk's figures with the server's CPU time per request (from /proc: Linux). BIN
+# may name several binaries: each round starts each of them in
 # turn on a fresh data directory, so on a machine whose load varies they are measured under
 # the same conditions; the summary gives each one's median over the rounds. Every request is
 # bounded by wrk's duration; each server is stopped after its round. wrk and the server share
@@ -64,15 +65,25 @@ serve() {
         "$BASE/projects/$PROJECT/schedules" | python3 -c 'import json,sys; print(json.load(sys.stdin)["scheduleId"])')"
 }
 
+# CPU time the server has used so far, in clock ticks (user + system, /proc/PID/stat).
+server_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
+
 run() { # binary-index name url [wrk script]
-    local index="$1" name="$2" url="$3" script="${4:-}" out
+    local index="$1" name="$2" url="$3" script="${4:-}" out before after requests
+    before="$(server_ticks)"
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$AUTH" ${script:+-s "$script"} "$url")"
+    after="$(server_ticks)"
+    requests="$(awk '/requests in/ {print $1}' <<<"$out")"
     echo "== $name"
     grep -E 'Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|Socket errors' <<<"$out"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$index" "$name" \
+    # The server's CPU time per request: what a request costs, whatever else the machine
+    # runs meanwhile (req/s depend on that; this hardly does).
+    echo "server CPU per request: $(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests )) us"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$index" "$name" \
         "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
         "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
-        "$(awk '/Non-2xx/ {print $NF}' <<<"$out")" >>"$WORK/results.tsv"
+        "$(awk '/Non-2xx/ {print $NF}' <<<"$out")" \
+        "$(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests ))" >>"$WORK/results.tsv"
 }
 
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -100,12 +111,13 @@ def ms(text):
             return float(text[: -len(unit)]) * scale
     return float("nan")
 print(f"\nmedians of {len(rows) // (3 * len(bins))} round(s)")
-print(f"{'binary':<48} {'endpoint':<20} {'req/s':>9} {'p99':>10} {'non-2xx':>8}")
+print(f"{'binary':<40} {'endpoint':<20} {'req/s':>9} {'p99':>10} {'CPU/req':>9} {'non-2xx':>8}")
 for index, binary in enumerate(bins):
     for name in ("GET schedule", "POST schedule", "POST runs (dryRun)"):
         mine = [r for r in rows if r[0] == str(index) and r[1] == name]
         rate = statistics.median(float(r[2]) for r in mine)
         p99 = statistics.median(ms(r[3]) for r in mine)
+        cpu = statistics.median(int(r[5]) for r in mine)
         errors = sum(int(r[4] or 0) for r in mine)
-        print(f"{binary[-48:]:<48} {name:<20} {rate:>9.0f} {p99:>7.2f} ms {errors:>8}")
+        print(f"{binary[-40:]:<40} {name:<20} {rate:>9.0f} {p99:>7.2f} ms {cpu:>6} us {errors:>8}")
 EOF
