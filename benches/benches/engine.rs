@@ -1,27 +1,42 @@
-//! Requirement 7: the execution engine's cost around the SQL itself.
+//! Requirement 7: the execution engine's cost around the SQL itself, and what a SQL-cache
+//! hit saves.
 //!
-//! `cargo bench -p scheduled-runs-benches --bench engine`
+//! ```text
+//! cargo bench -p scheduled-runs-benches --bench engine
+//! # with the PostgreSQL rows as well:
+//! infra/local/postgres.sh start && source .test-env/postgres.env
+//! cargo bench -p scheduled-runs-benches --bench engine
+//! ```
 //!
-//! The real embedded deployment (SQLite store, `ExecutorService`, the SQLite connector) in
-//! a temporary directory. The demo warehouse gets a table `events` of 100,000 rows. A
-//! published project has a chain of `CELLS` SQL cells, each a Jinja template that binds the
-//! run's input and the upstream cell's `rowCount`:
+//! The real embedded deployment (SQLite store, `ExecutorService`, the connectors) in a
+//! temporary directory. Two warehouses hold the same table of 100,000 rows: the demo SQLite
+//! file (`events`) and, when `SCHEDULED_RUNS_TEST_POSTGRES_URL` is set, PostgreSQL
+//! (`scheduled_runs_bench.events`, the production warehouse type). Published projects have a
+//! chain of SQL cells, each a Jinja template that binds the run's input and the upstream
+//! cell's `rowCount`, in two shapes:
 //!
-//!   cheap:   SELECT id, k, v, label FROM events WHERE id <= {{ rows }} [AND {{ cells.prev.rowCount }} >= 0]
+//!   cheap:   SELECT id, k, v, label FROM events WHERE id <= {{ rows }} [AND {{ cells.prev.rowCount }} >= 0] ORDER BY id
 //!   scan:    SELECT k, COUNT(*), SUM(v), MIN(label) FROM events WHERE k < {{ rows }} [...] GROUP BY k ORDER BY k
 //!
-//! For rows ∈ {1, 100, 1000}, measured side by side in one process:
-//! * `sql`: the rendered statement alone on a plain rusqlite connection to the same file
-//!   (prepare, bind, step every row, read every value): the SQL itself;
-//! * `engine`: `ExecutorService::execute` of a whole run (conditional start and finish
-//!   writes, working directory, connector open, DAG plan, templating, binding, the
-//!   connector's result capture, the SQL-cache write), divided by the number of cells;
-//! * `cached`: the same run with `useCachedSqlResults: true` after the cache is warm.
+//! For rows ∈ {1, 100, 1000}, measured side by side in one process, interleaved:
+//! * `sql`: the rendered statement alone on a plain connection (rusqlite, or tokio-postgres
+//!   already connected): prepare, bind, read every value of every row: the SQL itself;
+//! * `exec N`: `ExecutorService::execute` of a whole run of a chain of `CELLS` cells
+//!   (conditional start and finish writes, working directory, connector open, DAG plan,
+//!   templating, binding, the connector's result capture into JSON, the SQL-cache write);
+//! * `hit N`: the same run with `useCachedSqlResults: true` on a warm cache: every cell is
+//!   rendered and bound, its entry read from the cache and decoded; no connector is opened;
+//! * `exec 1` and `hit 1`: the same with a chain of one cell.
 //!
-//! Overhead per cell = engine − sql. Medians over `ENGINE_BENCH_ITERATIONS` runs (200);
-//! `ENGINE_BENCH_ROWS` (e.g. `1000`) and `ENGINE_BENCH_SHAPE` (`cheap` or `scan`) narrow the
-//! run down, for profiling.
+//! Two readings. Whole runs: `exec N / CELLS` against `sql` (overhead = the difference,
+//! the run's fixed cost charged to its cells) and `exec N / hit N`. Per cell: the marginal
+//! cost of one more cell, `(exec N − exec 1) / (CELLS − 1)` and the same for hits, which
+//! leaves out what every run pays once (the start and finish writes, the working directory,
+//! connecting to the warehouse). Medians over `ENGINE_BENCH_ITERATIONS` runs (200);
+//! `ENGINE_BENCH_ROWS` (e.g. `1000`), `ENGINE_BENCH_SHAPE` (`cheap` or `scan`) and
+//! `ENGINE_BENCH_WAREHOUSE` (`sqlite` or `postgres`) narrow the run down, for profiling.
 
+use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,51 +44,150 @@ use chrono::Utc;
 use rusqlite::Connection;
 use scheduled_runs::demo::{DEMO_WAREHOUSE, demo_admin};
 use scheduled_runs::domain::model::{
-    AppDef, Cell, CellType, InputDef, InputType, Run, RunStatus, RunTrigger, StateEvent,
-    VersionBody,
+    AppDef, Cell, CellType, ConnectionConfig, InputDef, InputType, Run, RunStatus, RunTrigger,
+    StateEvent, VersionBody,
 };
 use scheduled_runs::embedded::{Embedded, EmbeddedConfig};
 use scheduled_runs::ports::{Clock, RunMessage, RunStore, SystemClock};
 use scheduled_runs::services::executor::ExecuteOutcome;
 use scheduled_runs_benches::{machine, percentile};
+use tokio_postgres::types::{FromSql, Type};
 
 const CELLS: usize = 5;
 const TABLE_ROWS: i64 = 100_000;
 
 struct Shape {
     name: &'static str,
-    /// The SQL of a cell; `{prev}` is replaced by the upstream condition.
+    /// The SQL of a cell; `{table}` is the warehouse's table, `{prev}` the upstream
+    /// condition.
     sql: &'static str,
 }
 
 const SHAPES: &[Shape] = &[
     Shape {
         name: "cheap",
-        sql: "SELECT id, k, v, label FROM events WHERE id <= {{ rows }}{prev} ORDER BY id",
+        sql: "SELECT id, k, v, label FROM {table} WHERE id <= {{ rows }}{prev} ORDER BY id",
     },
     Shape {
         name: "scan",
-        sql: "SELECT k, COUNT(*) AS n, SUM(v) AS total, MIN(label) AS first FROM events \
+        sql: "SELECT k, COUNT(*) AS n, SUM(v) AS total, MIN(label) AS first FROM {table} \
               WHERE k < {{ rows }}{prev} GROUP BY k ORDER BY k",
     },
 ];
 
-fn version(shape: &Shape) -> VersionBody {
-    let cells = (0..CELLS)
-        .map(|i| {
-            let prev = if i == 0 {
-                String::new()
-            } else {
-                format!(" AND {{{{ cells.c{}.rowCount }}}} >= 0", i - 1)
-            };
-            Cell {
-                id: format!("c{i}"),
-                cell_type: CellType::Sql,
-                connection: "warehouse".into(),
-                sql: shape.sql.replace("{prev}", &prev),
+/// A plain connection to a warehouse, for the SQL alone.
+enum Plain {
+    Sqlite(Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+/// One warehouse: its connection in the workspace, its table and a plain connection.
+struct Warehouse {
+    name: &'static str,
+    connection: &'static str,
+    table: &'static str,
+    plain: Plain,
+}
+
+/// A PostgreSQL value as it arrives, undecoded (what a plain client reads at least).
+struct Raw<'a>(Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Raw(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+impl Warehouse {
+    /// The cell's SQL with the warehouse's table and the upstream condition (the first
+    /// cell of a chain has none).
+    fn template(&self, shape: &Shape, first: bool, prev: &str) -> String {
+        let prev = if first {
+            String::new()
+        } else {
+            format!(" AND {prev} >= 0")
+        };
+        shape
+            .sql
+            .replace("{table}", self.table)
+            .replace("{prev}", &prev)
+    }
+
+    /// The rendered statement of a cell run on the plain connection: prepared, bound,
+    /// every value of every row read. `rows` is bound for the input and, as the engine
+    /// binds the upstream row count, for the upstream condition.
+    async fn sql_alone(&self, shape: &Shape, first: bool, rows: i64) -> Duration {
+        let binds: &[i64] = if first { &[rows] } else { &[rows, rows] };
+        match &self.plain {
+            Plain::Sqlite(conn) => {
+                let sql = self
+                    .template(shape, first, "?2")
+                    .replace("{{ rows }}", "?1");
+                let started = Instant::now();
+                let mut stmt = conn.prepare(&sql).expect("prepare");
+                for (i, value) in binds.iter().enumerate() {
+                    stmt.raw_bind_parameter(i + 1, value).expect("bind");
+                }
+                let width = stmt.column_count();
+                let mut cursor = stmt.raw_query();
+                while let Some(row) = cursor.next().expect("step") {
+                    for c in 0..width {
+                        std::hint::black_box(row.get_ref(c).expect("value"));
+                    }
+                }
+                started.elapsed()
             }
+            Plain::Postgres(client) => {
+                let sql = self
+                    .template(shape, first, "$2")
+                    .replace("{{ rows }}", "$1");
+                let started = Instant::now();
+                // Declared as the engine declares an integer bind.
+                let types = vec![Type::INT8; binds.len()];
+                let stmt = client.prepare_typed(&sql, &types).await.expect("prepare");
+                let width = stmt.columns().len();
+                let rows = client.query(&stmt, &binds_of(binds)).await.expect("query");
+                for row in &rows {
+                    for c in 0..width {
+                        std::hint::black_box(row.get::<_, Raw>(c).0);
+                    }
+                }
+                started.elapsed()
+            }
+        }
+    }
+}
+
+fn binds_of(values: &[i64]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// A published chain of `cells` cells of `shape` on `warehouse`.
+fn version(warehouse: &Warehouse, shape: &Shape, cells: usize) -> VersionBody {
+    let cells = (0..cells)
+        .map(|i| Cell {
+            id: format!("c{i}"),
+            cell_type: CellType::Sql,
+            connection: warehouse.connection.into(),
+            sql: warehouse.template(
+                shape,
+                i == 0,
+                &format!("{{{{ cells.c{}.rowCount }}}}", i.saturating_sub(1)),
+            ),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let last = cells.last().map(|c| c.id.clone()).unwrap_or_default();
     VersionBody {
         inputs: vec![InputDef {
             name: "rows".into(),
@@ -82,25 +196,23 @@ fn version(shape: &Shape) -> VersionBody {
             options: Vec::new(),
         }],
         cells,
-        app: AppDef {
-            cells: vec![format!("c{}", CELLS - 1)],
-        },
+        app: AppDef { cells: vec![last] },
     }
 }
 
 fn write_events(path: &std::path::Path) {
-    let mut conn = Connection::open(path).unwrap();
-    let tx = conn.transaction().unwrap();
+    let mut conn = Connection::open(path).expect("open the demo warehouse");
+    let tx = conn.transaction().expect("transaction");
     tx.execute_batch(
         "DROP TABLE IF EXISTS events;
          CREATE TABLE events (id INTEGER PRIMARY KEY, k INTEGER NOT NULL, v REAL NOT NULL,
                               label TEXT NOT NULL);",
     )
-    .unwrap();
+    .expect("create events");
     {
         let mut insert = tx
             .prepare("INSERT INTO events (id, k, v, label) VALUES (?1, ?2, ?3, ?4)")
-            .unwrap();
+            .expect("prepare the insert");
         for id in 1..=TABLE_ROWS {
             insert
                 .execute(rusqlite::params![
@@ -109,40 +221,32 @@ fn write_events(path: &std::path::Path) {
                     (id * 37 % 1000) as f64 / 7.0,
                     format!("event {id}")
                 ])
-                .unwrap();
+                .expect("insert");
         }
     }
-    tx.commit().unwrap();
+    tx.commit().expect("commit");
 }
 
-/// The SQL of a cell, rendered, run on a plain connection: every row stepped, every value
-/// read. `prev` binds the upstream row count as the engine would.
-fn sql_alone(conn: &Connection, shape: &Shape, first: bool, rows: i64) -> Duration {
-    let sql = if first {
-        shape.sql.replace("{{ rows }}", "?1").replace("{prev}", "")
-    } else {
-        shape
-            .sql
-            .replace("{{ rows }}", "?1")
-            .replace("{prev}", " AND ?2 >= 0")
-    };
-    let started = Instant::now();
-    let mut stmt = conn.prepare(&sql).unwrap();
-    stmt.raw_bind_parameter(1, rows).unwrap();
-    if !first {
-        stmt.raw_bind_parameter(2, rows).unwrap();
-    }
-    let width = stmt.column_count();
-    let mut cursor = stmt.raw_query();
-    let mut n = 0;
-    while let Some(row) = cursor.next().unwrap() {
-        for c in 0..width {
-            std::hint::black_box(row.get_ref(c).unwrap());
-        }
-        n += 1;
-    }
-    std::hint::black_box(n);
-    started.elapsed()
+/// The same table in PostgreSQL, in a schema of its own; returns a connected client.
+async fn postgres_events(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS scheduled_runs_bench;
+             DROP TABLE IF EXISTS scheduled_runs_bench.events;
+             CREATE TABLE scheduled_runs_bench.events AS
+                 SELECT g::int8 AS id, (g % 1000)::int8 AS k, ((g * 37 % 1000) / 7.0)::float8 AS v,
+                        'event ' || g AS label
+                 FROM generate_series(1, {TABLE_ROWS}) AS g;
+             ALTER TABLE scheduled_runs_bench.events ADD PRIMARY KEY (id);
+             ANALYZE scheduled_runs_bench.events;"
+        ))
+        .await
+        .expect("create scheduled_runs_bench.events");
+    client
 }
 
 fn new_run(project_id: &str, version: u32, rows: i64, cached: bool) -> Run {
@@ -186,17 +290,60 @@ fn uuid_like() -> String {
     format!("bench-run-{:08}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// One whole run through the executor; its duration.
-async fn execute(embedded: &Embedded, run: Run) -> Duration {
-    embedded.store.create_run_if_absent(&run).await.unwrap();
+/// A published project of one chain.
+struct Chain {
+    project_id: String,
+    version: u32,
+    cells: usize,
+}
+
+async fn publish(embedded: &Embedded, name: &str, body: &VersionBody) -> Chain {
+    let admin = demo_admin();
+    let projects = &embedded.state.projects;
+    let project_id = projects
+        .create(&admin, name, None)
+        .await
+        .expect("create a project")
+        .project
+        .project_id;
+    projects
+        .put_draft(&admin, &project_id, body)
+        .await
+        .expect("put the draft");
+    let version = projects
+        .publish(&admin, &project_id)
+        .await
+        .expect("publish")
+        .version;
+    Chain {
+        project_id,
+        version,
+        cells: body.cells.len(),
+    }
+}
+
+/// One whole run through the executor; its duration. `hits` says whether every cell must
+/// have come from the cache.
+async fn execute(embedded: &Embedded, chain: &Chain, rows: i64, hits: bool) -> Duration {
+    let run = new_run(&chain.project_id, chain.version, rows, hits);
+    embedded
+        .store
+        .create_run_if_absent(&run)
+        .await
+        .expect("create the run");
     let message = RunMessage::for_run(&run);
     let started = Instant::now();
-    let outcome = embedded.executor.execute(&message).await.unwrap();
+    let outcome = embedded.executor.execute(&message).await.expect("execute");
     let elapsed = started.elapsed();
     match outcome {
         ExecuteOutcome::Finished(run) => {
             assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
-            assert_eq!(run.cells.len(), CELLS);
+            assert_eq!(run.cells.len(), chain.cells);
+            assert!(
+                run.cells.iter().all(|c| c.cache_hit == hits),
+                "every cell {}",
+                if hits { "hits" } else { "executes" }
+            );
         }
         ExecuteOutcome::Ignored => panic!("the run was not executed"),
     }
@@ -216,94 +363,193 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
+/// `a − b`, negative when the noise says so.
+fn minus(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() - b.as_secs_f64()
+}
+
+fn us_signed(seconds: f64) -> String {
+    format!("{:.1} µs", seconds * 1e6)
+}
+
+/// The medians of one (warehouse, shape, rows).
+struct Figures {
+    label: String,
+    sql: Duration,
+    exec_n: Duration,
+    hit_n: Duration,
+    exec_1: Duration,
+    hit_1: Duration,
+}
+
+impl Figures {
+    fn marginal_exec(&self) -> f64 {
+        minus(self.exec_n, self.exec_1) / (CELLS - 1) as f64
+    }
+
+    fn marginal_hit(&self) -> f64 {
+        minus(self.hit_n, self.hit_1) / (CELLS - 1) as f64
+    }
+}
+
 #[tokio::main]
 async fn main() {
     println!("machine: {}", machine());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let config = EmbeddedConfig::new(
         dir.path().to_path_buf(),
         "http://localhost:8080".into(),
         b"bench-secret".to_vec(),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let embedded = Embedded::open(&config, clock).unwrap();
-    embedded.seed_demo().await.unwrap();
-    let warehouse = config.warehouse_dir().join(DEMO_WAREHOUSE);
-    write_events(&warehouse);
-    let plain = Connection::open(&warehouse).unwrap();
-    let admin = demo_admin();
+    let embedded = Embedded::open(&config, clock).expect("open the embedded deployment");
+    embedded.seed_demo().await.expect("seed the demo data");
+    let path = config.warehouse_dir().join(DEMO_WAREHOUSE);
+    write_events(&path);
+    let mut warehouses = vec![Warehouse {
+        name: "sqlite",
+        connection: "warehouse",
+        table: "events",
+        plain: Plain::Sqlite(Connection::open(&path).expect("open the demo warehouse")),
+    }];
+    match env("SCHEDULED_RUNS_TEST_POSTGRES_URL") {
+        Some(url) => {
+            let client = postgres_events(&url).await;
+            embedded
+                .state
+                .connections
+                .put(
+                    &demo_admin(),
+                    "pg",
+                    &ConnectionConfig::Postgres {
+                        url: Some(url),
+                        secret_arn: None,
+                    },
+                )
+                .await
+                .expect("the PostgreSQL connection");
+            warehouses.push(Warehouse {
+                name: "postgres",
+                connection: "pg",
+                table: "scheduled_runs_bench.events",
+                plain: Plain::Postgres(client),
+            });
+        }
+        None => println!(
+            "SCHEDULED_RUNS_TEST_POSTGRES_URL is not set: SQLite only \
+             (infra/local/postgres.sh start && source .test-env/postgres.env)"
+        ),
+    }
 
-    let iterations: usize = env("ENGINE_BENCH_ITERATIONS").map_or(200, |v| v.parse().unwrap());
-    let only_rows: Option<i64> = env("ENGINE_BENCH_ROWS").map(|v| v.parse().unwrap());
+    let iterations: usize =
+        env("ENGINE_BENCH_ITERATIONS").map_or(200, |v| v.parse().expect("a number"));
+    let only_rows: Option<i64> = env("ENGINE_BENCH_ROWS").map(|v| v.parse().expect("a number"));
     let only_shape = env("ENGINE_BENCH_SHAPE");
-    println!(
-        "{CELLS} cells per run, medians of {iterations} runs; per cell: sql = the statement alone, engine = whole run / {CELLS}, cached = whole run on cache hits / {CELLS}"
-    );
-    println!(
-        "{:<6} {:>5} {:>12} {:>12} {:>12} {:>12} {:>10}",
-        "shape", "rows", "sql", "engine", "overhead", "cached", "exec/hit"
-    );
-    for shape in SHAPES {
-        if only_shape.as_deref().is_some_and(|s| s != shape.name) {
+    let only_warehouse = env("ENGINE_BENCH_WAREHOUSE");
+    let mut figures = Vec::new();
+    for warehouse in &warehouses {
+        if only_warehouse
+            .as_deref()
+            .is_some_and(|w| w != warehouse.name)
+        {
             continue;
         }
-        let project = embedded
-            .state
-            .projects
-            .create(&admin, shape.name, None)
-            .await
-            .unwrap();
-        let project_id = project.project.project_id;
-        embedded
-            .state
-            .projects
-            .put_draft(&admin, &project_id, &version(shape))
-            .await
-            .unwrap();
-        let version = embedded
-            .state
-            .projects
-            .publish(&admin, &project_id)
-            .await
-            .unwrap()
-            .version;
-        for rows in [1i64, 100, 1000] {
-            if only_rows.is_some_and(|r| r != rows) {
+        for shape in SHAPES {
+            if only_shape.as_deref().is_some_and(|s| s != shape.name) {
                 continue;
             }
-            // Warm up: statement caches, page cache, the SQL cache entries.
-            for _ in 0..10 {
-                execute(&embedded, new_run(&project_id, version, rows, false)).await;
-            }
-            let mut sql = Vec::new();
-            let mut engine = Vec::new();
-            let mut cached = Vec::new();
-            for _ in 0..iterations {
-                let mut alone = Duration::ZERO;
-                for i in 0..CELLS {
-                    alone += sql_alone(&plain, shape, i == 0, rows);
+            let name = format!("{} {}", warehouse.name, shape.name);
+            let long = publish(&embedded, &name, &version(warehouse, shape, CELLS)).await;
+            let short = publish(&embedded, &name, &version(warehouse, shape, 1)).await;
+            for rows in [1i64, 100, 1000] {
+                if only_rows.is_some_and(|r| r != rows) {
+                    continue;
                 }
-                sql.push(alone / CELLS as u32);
-                engine.push(
-                    execute(&embedded, new_run(&project_id, version, rows, false)).await
-                        / CELLS as u32,
+                // Warm up: statement caches, page cache, the SQL cache entries.
+                for _ in 0..10 {
+                    execute(&embedded, &long, rows, false).await;
+                    execute(&embedded, &short, rows, false).await;
+                }
+                let (mut sql, mut exec_n, mut hit_n, mut exec_1, mut hit_1) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..iterations {
+                    let mut alone = Duration::ZERO;
+                    for i in 0..CELLS {
+                        alone += warehouse.sql_alone(shape, i == 0, rows).await;
+                    }
+                    sql.push(alone / CELLS as u32);
+                    exec_n.push(execute(&embedded, &long, rows, false).await);
+                    hit_n.push(execute(&embedded, &long, rows, true).await);
+                    exec_1.push(execute(&embedded, &short, rows, false).await);
+                    hit_1.push(execute(&embedded, &short, rows, true).await);
+                }
+                let f = Figures {
+                    label: format!("{name} {rows}"),
+                    sql: median(sql),
+                    exec_n: median(exec_n),
+                    hit_n: median(hit_n),
+                    exec_1: median(exec_1),
+                    hit_1: median(hit_1),
+                };
+                println!(
+                    "{:<24} sql {} | exec {CELLS} {} hit {CELLS} {} | exec 1 {} hit 1 {}",
+                    f.label,
+                    us(f.sql),
+                    us(f.exec_n),
+                    us(f.hit_n),
+                    us(f.exec_1),
+                    us(f.hit_1)
                 );
-                cached.push(
-                    execute(&embedded, new_run(&project_id, version, rows, true)).await
-                        / CELLS as u32,
-                );
+                figures.push(f);
             }
-            let (sql, engine, cached) = (median(sql), median(engine), median(cached));
-            println!(
-                "{:<6} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9.1}×",
-                shape.name,
-                rows,
-                us(sql),
-                us(engine),
-                us(engine.saturating_sub(sql)),
-                us(cached),
-                engine.as_secs_f64() / cached.as_secs_f64()
-            );
         }
+    }
+
+    println!("\nwhole runs of {CELLS} cells, per cell (medians of {iterations} runs)");
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "warehouse shape rows", "sql", "exec/cell", "overhead", "hit/cell", "exec/hit"
+    );
+    for f in &figures {
+        let exec = f.exec_n / CELLS as u32;
+        let hit = f.hit_n / CELLS as u32;
+        println!(
+            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>8.1}×",
+            f.label,
+            us(f.sql),
+            us(exec),
+            us_signed(minus(exec, f.sql)),
+            us(hit),
+            f.exec_n.as_secs_f64() / f.hit_n.as_secs_f64()
+        );
+    }
+    println!(
+        "\none more cell: (run of {CELLS} − run of 1) / {}; fixed = run of 1 − one cell",
+        CELLS - 1
+    );
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12} {:>12}",
+        "warehouse shape rows",
+        "sql",
+        "exec",
+        "overhead",
+        "hit",
+        "exec/hit",
+        "fixed exec",
+        "fixed hit"
+    );
+    for f in &figures {
+        let (exec, hit) = (f.marginal_exec(), f.marginal_hit());
+        println!(
+            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>8.1}× {:>12} {:>12}",
+            f.label,
+            us(f.sql),
+            us_signed(exec),
+            us_signed(exec - f.sql.as_secs_f64()),
+            us_signed(hit),
+            exec / hit,
+            us_signed(f.exec_1.as_secs_f64() - exec),
+            us_signed(f.hit_1.as_secs_f64() - hit),
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! RELIABILITY.md §3). It listens on a loopback port, forwards every request to DynamoDB
 //! Local or moto's server, and answers chosen requests with the faults the real services
 //! produce: throttling, 5xx, an answer that never comes, a request that was applied but
-//! whose answer is lost, and a conditional-check failure.
+//! whose answer is lost, and a conditional-check failure. With no rule armed it only
+//! forwards, counting the requests per operation (`seen_all`): the warm-handler benchmark
+//! (`benches/benches/warm_handlers.rs`) counts each invocation's AWS requests that way.
 //!
 //! It stands in front of the real emulators instead of mocking the SDK: the SDK clients
 //! under test are the deployment's own (`aws_deployment::Aws`), built with their real
@@ -223,6 +225,9 @@ impl FaultProxy {
         let accepting = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // An answer is written in two parts (head, body): with Nagle's algorithm the
+                // body would wait for the client's delayed ACK of the head, 40 ms a request.
+                let _ = stream.set_nodelay(true);
                 let shared = accepting.clone();
                 tokio::spawn(async move { serve(stream, shared).await });
             }
@@ -272,6 +277,12 @@ impl FaultProxy {
     /// Requests of `operation` seen so far.
     pub fn seen(&self, operation: &str) -> u64 {
         self.shared.lock().seen.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Requests seen so far, per operation: a snapshot, so that the difference of two is
+    /// what happened between them (the warm-handler benchmark counts each invocation's).
+    pub fn seen_all(&self) -> BTreeMap<String, u64> {
+        self.shared.lock().seen.clone()
     }
 
     /// Requests the proxy could not parse or forward (a test expects none).
@@ -499,6 +510,8 @@ async fn forward(upstream: &str, request: &Request) -> Result<Answer, String> {
     let stream = TcpStream::connect(upstream)
         .await
         .map_err(|e| format!("connect upstream: {e}"))?;
+    // As on the client side: no request waits for a delayed ACK.
+    let _ = stream.set_nodelay(true);
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

@@ -10,8 +10,14 @@
 //!   transaction, makes read-check-write sequences (limits, versions, next version number)
 //!   race-free without retry loops. WAL mode lets a small pool of reader connections read
 //!   committed snapshots concurrently with that writer.
-//! * **Blocking work off the async runtime.** rusqlite is synchronous; every call runs in
-//!   `tokio::task::spawn_blocking` so HTTP handlers never stall a runtime worker.
+//! * **Writes off the async runtime, reads on it.** rusqlite is synchronous. A write may
+//!   wait for the writer mutex behind another transaction, so every write runs in
+//!   `tokio::task::spawn_blocking` and never stalls a runtime worker. A read is one short
+//!   statement on a committed WAL snapshot, which does not wait for the writer; it runs on
+//!   the calling task, because handing it to the blocking pool and back (two thread
+//!   switches and their wake-ups) cost more than the read itself and was most of the time
+//!   an API request spent (BENCHMARKS.md §6). There is a reader connection per CPU, so
+//!   runtime workers reading at once find one free.
 //! * **Versioned migrations** (`migrations.rs`) are applied in one transaction at open.
 //! * **Tenant isolation in the SQL.** Every statement a tenant can reach filters by
 //!   `workspace_id`; composite foreign keys make a schedule or run of one workspace unable
@@ -39,13 +45,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::ports::PortError;
 
-/// Reader connections kept open. Reads are short single statements, so a handful is enough
-/// to keep a 2–4 core machine busy; more would only cost file handles and page cache.
-const READERS: usize = 4;
+/// Reader connections kept open at least. Reads run on the runtime's workers (one per CPU),
+/// so there is one per CPU when there are more than this; more would only cost file
+/// handles and page cache.
+const MIN_READERS: usize = 4;
 
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB). The local timer writes the
 /// runs of thousands of fires in one transaction, and run ids are hashes, so a batch
@@ -101,7 +109,8 @@ impl SqliteStore {
             .map_err(db_err)?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
 
-        let readers = (0..READERS)
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let readers = (0..cpus.max(MIN_READERS))
             .map(|_| {
                 let conn = Connection::open_with_flags(
                     path,
@@ -128,16 +137,12 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` on a reader connection on the blocking thread pool.
+    /// Runs `f` on a reader connection, on the calling task (see the module comment).
     async fn read<T, F>(&self, f: F) -> Result<T, PortError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, PortError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, PortError>,
     {
-        let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.with_reader(f))
-            .await
-            .map_err(|e| PortError::fatal(format!("sqlite read task failed: {e}")))?
+        self.pool.with_reader(f)
     }
 
     /// Runs `f` inside a `BEGIN IMMEDIATE` transaction on the writer connection, on the
@@ -246,6 +251,13 @@ fn configure(conn: &Connection) -> Result<(), PortError> {
         )));
     }
     conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_err)?;
+    // Plans are chosen when a statement is prepared, not again for the values bound to it.
+    // Otherwise SQLite recompiles a cached statement on every run that binds its `LIMIT`
+    // or a value it compares with a partial index's condition (every listing), which cost
+    // more than running it. Every partial index's condition is a literal in the queries
+    // that use it, so no plan depends on a bound value.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(db_err)?;
     // NORMAL is durable across application crashes in WAL mode; only an OS crash or power
     // loss may lose the last transactions, which is the usual trade for a local server.

@@ -135,17 +135,24 @@ impl ScheduleStore for SqliteStore {
             if taken.is_some() {
                 return Err(PortError::AlreadyExists);
             }
-            let counts = count(tx, &s.workspace_id, &s.project_id, &s.created_by, None)?;
-            // Checked in this order, so every backend names the same limit when several
-            // are reached at once.
-            if full(counts.total, limits.max_per_project) {
-                return Err(PortError::LimitReached(LimitKind::PerProject));
-            }
-            if full(counts.by_creator, limits.max_per_creator) {
-                return Err(PortError::LimitReached(LimitKind::PerCreator));
-            }
-            if s.hourly && full(counts.hourly, limits.max_hourly_per_project) {
-                return Err(PortError::LimitReached(LimitKind::HourlyPerProject));
+            // Counting reads every schedule of the project, so it is done only when a limit
+            // applies to this schedule (an editor's daily schedule on TEAM has none).
+            let limited = limits.max_per_project.is_some()
+                || limits.max_per_creator.is_some()
+                || (s.hourly && limits.max_hourly_per_project.is_some());
+            if limited {
+                let counts = count(tx, &s.workspace_id, &s.project_id, &s.created_by, None)?;
+                // Checked in this order, so every backend names the same limit when several
+                // are reached at once.
+                if full(counts.total, limits.max_per_project) {
+                    return Err(PortError::LimitReached(LimitKind::PerProject));
+                }
+                if full(counts.by_creator, limits.max_per_creator) {
+                    return Err(PortError::LimitReached(LimitKind::PerCreator));
+                }
+                if s.hourly && full(counts.hourly, limits.max_hourly_per_project) {
+                    return Err(PortError::LimitReached(LimitKind::HourlyPerProject));
+                }
             }
             // The composite foreign key turns a project missing in this workspace into
             // NotFound.
