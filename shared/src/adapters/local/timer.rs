@@ -40,6 +40,12 @@ pub struct TimerSettings {
     pub concurrency: usize,
     /// Fires handed to dispatch together, at most.
     pub batch: usize,
+    /// How long before an instant the timer takes its fires off the queue and builds them,
+    /// to hand them over at the instant itself: thousands of schedules share a whole
+    /// minute, and building their fires after the instant would make every one of them
+    /// that much late. A change to a schedule this close to its fire applies from its
+    /// next fire, as if it had arrived just after the instant.
+    pub lead: Duration,
     /// First retry delay of a failed dispatch; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -51,6 +57,7 @@ impl Default for TimerSettings {
             catch_up: Duration::hours(1),
             concurrency: 4,
             batch: 10_000,
+            lead: Duration::milliseconds(25),
             backoff: Duration::seconds(1),
             max_backoff: Duration::minutes(1),
         }
@@ -146,6 +153,8 @@ struct Registered {
 struct Due {
     fire: ScheduledFire,
     generation: u64,
+    /// When the fire is handed over: its instant, or a retry's.
+    at: DateTime<Utc>,
 }
 
 /// Where the timer hands due fires: the dispatch service. The seam lets the benchmark see
@@ -291,13 +300,14 @@ impl LocalTimer {
         self.state().triggers.insert(schedule_id, trigger);
     }
 
-    /// Pops every fire due at `now`; returns them and the next wake-up time.
-    fn take_due(&self, now: DateTime<Utc>) -> (Vec<Due>, Option<DateTime<Utc>>) {
+    /// Pops every fire due by `until`, in the order they fall due; returns them and the
+    /// next wake-up time.
+    fn take_due(&self, until: DateTime<Utc>) -> (Vec<Due>, Option<DateTime<Utc>>) {
         let mut guard = self.state();
         let state = &mut *guard;
         let mut due = Vec::new();
         while let Some((&at, items)) = state.queue.first_key_value() {
-            if at > now {
+            if at > until {
                 // Wake up then, unless everything queued for then went stale meanwhile.
                 if items.iter().any(|(g, id)| state.is_current(*g, id)) {
                     return (due, Some(at));
@@ -326,7 +336,11 @@ impl LocalTimer {
                     request,
                     scheduled_for: entry.next,
                 };
-                due.push(Due { fire, generation });
+                due.push(Due {
+                    fire,
+                    generation,
+                    at,
+                });
             }
         }
         (due, None)
@@ -387,16 +401,16 @@ impl LocalTimer {
     /// Fires schedules until the task is dropped or aborted.
     pub async fn run(self, dispatch: Arc<dyn FireDispatch>) {
         let batch_size = self.inner.settings.batch.max(1);
+        let lead = self.inner.settings.lead.max(Duration::zero());
         let permits = Arc::new(Semaphore::new(self.inner.settings.concurrency.max(1)));
+        let clock = self.inner.clock.clone();
         loop {
-            let now = self.inner.clock.now();
-            let (due, next_wake) = self.take_due(now);
+            let (due, next_wake) = self.take_due(clock.now() + lead);
             if due.is_empty() {
-                let clock = self.inner.clock.clone();
                 match next_wake {
                     Some(at) => {
                         tokio::select! {
-                            () = clock.sleep_until(at) => {}
+                            () = clock.sleep_until(at - lead) => {}
                             () = self.inner.wake.notified() => {}
                         }
                     }
@@ -405,12 +419,19 @@ impl LocalTimer {
                 continue;
             }
             let mut due = due.into_iter().peekable();
-            while due.peek().is_some() {
-                let (fires, generations): (Vec<ScheduledFire>, Vec<u64>) = due
-                    .by_ref()
-                    .take(batch_size)
-                    .map(|d| (d.fire, d.generation))
-                    .unzip();
+            while let Some(at) = due.peek().map(|d| d.at) {
+                // Taken off up to `lead` early; handed over at the instant.
+                if at > clock.now() {
+                    clock.sleep_until(at).await;
+                }
+                let mut fires = Vec::new();
+                let mut generations = Vec::new();
+                while fires.len() < batch_size
+                    && let Some(d) = due.next_if(|d| d.at == at)
+                {
+                    fires.push(d.fire);
+                    generations.push(d.generation);
+                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
@@ -664,6 +685,45 @@ mod tests {
             retried,
             vec![("s1".into(), at(0, 1, 0)), ("s3".into(), at(0, 1, 0))]
         );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn fires_are_taken_off_early_but_handed_over_at_their_instant() {
+        let clock = Arc::new(ManualClock::new(at(0, 0, 30)));
+        let settings = TimerSettings {
+            lead: Duration::seconds(2),
+            ..TimerSettings::default()
+        };
+        let timer = LocalTimer::new(clock.clone(), settings);
+        timer
+            .put_trigger(&hourly("a", 1), true)
+            .await
+            .expect("trigger");
+        timer
+            .put_trigger(&hourly("b", 1), true)
+            .await
+            .expect("trigger");
+        let dispatch = Arc::new(FakeDispatch::default());
+        let task = tokio::spawn(timer.clone().run(dispatch.clone()));
+
+        // Within the lead of the instant: taken off the queue, not handed over yet.
+        clock.set(at(0, 0, 59));
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        assert!(dispatch.handed().is_empty(), "{:?}", dispatch.handed());
+
+        clock.set(at(0, 1, 0));
+        until(|| !dispatch.handed().is_empty()).await;
+        let handed = dispatch.handed();
+        assert_eq!(handed.len(), 1, "one batch for the instant: {handed:?}");
+        let mut ids: Vec<_> = handed.concat().into_iter().collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            vec![("a".into(), at(0, 1, 0)), ("b".into(), at(0, 1, 0))]
+        );
+        until(|| timer.next_fire("b") == Some(at(1, 1, 0))).await;
+        assert_eq!(timer.next_fire("a"), Some(at(1, 1, 0)));
         task.abort();
     }
 
