@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Requirement 6: the local API under load, with wrk on loopback (Debian: apt-get install wrk).
 #
-#   cargo build --release -p scheduled-runs
+#   cargo build --profile server -p scheduled-runs
 #   benches/api_load.sh                 # DURATION=10s CONNECTIONS=64 THREADS=1 ROUNDS=1
 #   BIN="/tmp/before /tmp/after" ROUNDS=3 benches/api_load.sh   # side by side, interleaved
 #
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-read -r -a BINS <<<"${BIN:-$ROOT/target/release/scheduled-runs}"
+read -r -a BINS <<<"${BIN:-$ROOT/target/server/scheduled-runs}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-1}"
@@ -27,7 +27,7 @@ ROUNDS="${ROUNDS:-1}"
 
 command -v wrk >/dev/null || { echo "api_load.sh: wrk is required (apt-get install wrk)" >&2; exit 1; }
 for bin in "${BINS[@]}"; do
-    [[ -x "$bin" ]] || { echo "api_load.sh: $bin is missing; cargo build --release -p scheduled-runs" >&2; exit 1; }
+    [[ -x "$bin" ]] || { echo "api_load.sh: $bin is missing; cargo build --profile server -p scheduled-runs" >&2; exit 1; }
 done
 
 WORK="$(mktemp -d)"
