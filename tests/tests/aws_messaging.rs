@@ -26,7 +26,7 @@ use scheduled_runs::domain::model::{
 };
 use scheduled_runs::ports::{
     EventPublisher, PageRequest, PortError, ProjectStore, RunEvent, RunMessage, RunQueue,
-    ScheduleLimits, ScheduleStore, TriggerBackend, TriggerState, WorkspaceStore,
+    ScheduleLimits, ScheduleStore, TriggerBackend, TriggerListing, TriggerState, WorkspaceStore,
 };
 use scheduled_runs::services::reconcile::{ReconcileService, TriggerRef};
 use serde_json::{Value, json};
@@ -168,7 +168,7 @@ async fn get_schedule(
     }
 }
 
-async fn all_triggers(backend: &dyn TriggerBackend, limit: u32) -> Vec<TriggerState> {
+async fn all_triggers(backend: &dyn TriggerListing, limit: u32) -> Vec<TriggerState> {
     let mut all = Vec::new();
     let mut page = PageRequest::first(limit);
     loop {

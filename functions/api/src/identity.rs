@@ -4,10 +4,11 @@
 //! caller.
 
 use http::request::Parts;
-use lambda_http::request::RequestContext;
 use scheduled_runs::domain::model::Caller;
 use scheduled_runs::http::auth::{AuthError, ClaimNames, IdentityResolver};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::apigw::JwtClaims;
 
 pub struct GatewayClaims {
     names: ClaimNames,
@@ -21,39 +22,32 @@ impl GatewayClaims {
 
 impl IdentityResolver for GatewayClaims {
     fn identify(&self, parts: &Parts) -> Result<Caller, AuthError> {
-        let Some(RequestContext::ApiGatewayV2(context)) = parts.extensions.get::<RequestContext>()
-        else {
-            return Err(AuthError::Missing);
-        };
-        let claims = context
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .map(|jwt| &jwt.claims)
+        let JwtClaims(claims) = parts
+            .extensions
+            .get::<JwtClaims>()
             .ok_or(AuthError::Missing)?;
-        let sub = claims
-            .get("sub")
-            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
-        let map: Map<String, Value> = claims
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        self.names.caller(sub, &map)
+        match claims.get("sub") {
+            Some(Value::String(sub)) => self.names.caller(sub, claims),
+            Some(_) => Err(AuthError::BadClaim("sub".into())),
+            None => Err(AuthError::MissingClaim("sub".into())),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use lambda_http::request::from_str;
-
     use super::*;
+    use crate::apigw::into_request;
 
     fn parts_of(event: &str) -> Parts {
-        let request = match from_str(event) {
-            Ok(r) => r,
-            Err(e) => panic!("sample event does not parse: {e}"),
+        let event = match serde_json::from_str(event) {
+            Ok(e) => e,
+            Err(e) => panic!("sample event is not JSON: {e}"),
         };
-        request.into_parts().0
+        match into_request(event) {
+            Ok(r) => r.into_parts().0,
+            Err(e) => panic!("sample event does not convert: {e:?}"),
+        }
     }
 
     #[test]
@@ -103,6 +97,27 @@ mod tests {
                 .identify(&parts)
                 .err(),
             Some(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn a_sub_that_is_not_a_string_is_refused() {
+        let event = include_str!("../../../events/api.json")
+            .replace("\"sub\": \"demo-admin\"", "\"sub\": [\"demo-admin\"]");
+        let parts = parts_of(&event);
+        assert_eq!(
+            GatewayClaims::new(ClaimNames::default())
+                .identify(&parts)
+                .err(),
+            Some(AuthError::BadClaim("sub".into()))
+        );
+        let event =
+            include_str!("../../../events/api.json").replace("\"sub\": \"demo-admin\",", "");
+        assert_eq!(
+            GatewayClaims::new(ClaimNames::default())
+                .identify(&parts_of(&event))
+                .err(),
+            Some(AuthError::MissingClaim("sub".into()))
         );
     }
 }

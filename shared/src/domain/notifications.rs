@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -1037,7 +1037,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 fn mac(secret: &[u8], t: i64, body: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut m = <HmacSha256 as Mac>::new_from_slice(secret)
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     m.update(t.to_string().as_bytes());
     m.update(b".");

@@ -17,6 +17,14 @@ pub trait TriggerBackend: Send + Sync {
     async fn put_trigger(&self, schedule: &Schedule, active: bool) -> Result<(), PortError>;
     /// Removes the trigger; removing a missing trigger succeeds.
     async fn delete_trigger(&self, schedule: &Schedule) -> Result<(), PortError>;
+}
+
+/// A trigger backend that can also list its triggers, for `reconcile` alone. The services
+/// that keep triggers in step with schedules never list them, and holding the narrower
+/// port keeps the listing (and the SDK operations behind it) out of the functions that
+/// only run those services: a trait object carries every method of its trait.
+#[async_trait]
+pub trait TriggerListing: TriggerBackend {
     /// Every trigger the backend holds, firing or not, in a stable order (the operator's
     /// `reconcile` compares them with the store). `InvalidCursor` for a cursor it did not
     /// issue; pages may hold fewer than `limit` items before the last one.

@@ -15,7 +15,9 @@ mod store;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{LimitKind, PortError};
-pub use messaging::{EventPublisher, RunEvent, RunMessage, RunQueue, TriggerBackend, TriggerState};
+pub use messaging::{
+    EventPublisher, RunEvent, RunMessage, RunQueue, TriggerBackend, TriggerListing, TriggerState,
+};
 pub use notify::{Deliverer, DeliveryError, DeliveryTarget, Secret};
 pub use run_path::{
     ComposedRunPath, ExecutionInputs, FireContext, FireRequest, RunPathStore, RunStart,

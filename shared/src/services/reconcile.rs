@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::domain::cadence::Cadence;
 use crate::domain::model::{OverlapPolicy, ProjectRole, Schedule};
-use crate::ports::{PageRequest, PortError, ScheduleStore, TriggerBackend, TriggerState};
+use crate::ports::{PageRequest, PortError, ScheduleStore, TriggerListing, TriggerState};
 
 use super::ServiceError;
 
@@ -118,13 +118,13 @@ type Key = (String, String);
 
 pub struct ReconcileService {
     pub schedules: Arc<dyn ScheduleStore>,
-    pub triggers: Arc<dyn TriggerBackend>,
+    pub triggers: Arc<dyn TriggerListing>,
 }
 
 impl ReconcileService {
     pub fn new(
         schedules: Arc<dyn ScheduleStore>,
-        triggers: Arc<dyn TriggerBackend>,
+        triggers: Arc<dyn TriggerListing>,
     ) -> ReconcileService {
         ReconcileService {
             schedules,
@@ -349,7 +349,7 @@ mod tests {
     use crate::adapters::local::clock::ManualClock;
     use crate::adapters::local::timer::{LocalTimer, TimerSettings};
     use crate::domain::cadence::Weekday;
-    use crate::ports::{Page, ScheduleFilter, ScheduleLimits};
+    use crate::ports::{Page, ScheduleFilter, ScheduleLimits, TriggerBackend};
 
     /// The store as reconcile sees it: a list of schedules with their `active` flag. What
     /// `get_schedule` returns can differ, to stand for a change made while reconcile runs.

@@ -26,7 +26,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::domain::model::Schedule;
-use crate::ports::{FireRequest, Page, PageRequest, PortError, TriggerBackend, TriggerState};
+use crate::ports::{
+    FireRequest, Page, PageRequest, PortError, TriggerBackend, TriggerListing, TriggerState,
+};
 
 /// The SDK this adapter is built on, for callers that construct its client.
 pub use aws_sdk_scheduler as sdk;
@@ -437,7 +439,10 @@ impl TriggerBackend for SchedulerTriggers {
             Err(e) => Err(e),
         }
     }
+}
 
+#[async_trait]
+impl TriggerListing for SchedulerTriggers {
     /// Walks the groups named `<prefix>-…` (`ListScheduleGroups`) and each one's schedules
     /// (`ListSchedules`, then `GetSchedule` for the expression and timezone). The cursor
     /// carries both NextTokens. Schedules that do not target the dispatch function are not

@@ -1,29 +1,31 @@
 //! The embedded deployment's `SecretBox`: ChaCha20-Poly1305 with a 256-bit key kept in the
 //! data directory (mode 0600) or given by the environment. Sealed text is
-//! `v1:<base64(nonce ‖ ciphertext)>` so the format can change without ambiguity.
+//! `v1:<base64(nonce ‖ ciphertext ‖ tag)>` so the format can change without ambiguity.
+//!
+//! The cipher is ring's, which rustls already links for TLS: a second ChaCha20-Poly1305
+//! implementation would only make every binary larger (BENCHMARKS.md, requirement 1).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use crate::ports::{PortError, SecretBox};
 
 const PREFIX: &str = "v1:";
-const NONCE_LEN: usize = 12;
 
 pub struct LocalSecretBox {
-    cipher: ChaCha20Poly1305,
+    // "Less safe" only in that ring leaves nonces to the caller: each seal draws a random
+    // 96-bit one.
+    cipher: LessSafeKey,
 }
 
 impl LocalSecretBox {
     /// `key` must be 32 bytes.
     pub fn new(key: &[u8]) -> Result<Self, PortError> {
-        if key.len() != 32 {
-            return Err(PortError::fatal("the sealing key must be 32 bytes"));
-        }
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key)
+            .map_err(|_| PortError::fatal("the sealing key must be 32 bytes"))?;
         Ok(LocalSecretBox {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            cipher: LessSafeKey::new(key),
         })
     }
 
@@ -68,12 +70,16 @@ impl SecretBox for LocalSecretBox {
     fn seal(&self, plaintext: &[u8]) -> Result<String, PortError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| PortError::fatal(e.to_string()))?;
-        let ciphertext = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+        let mut sealed = plaintext.to_vec();
+        self.cipher
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut sealed,
+            )
             .map_err(|_| PortError::fatal("sealing failed"))?;
         let mut out = nonce.to_vec();
-        out.extend(ciphertext);
+        out.extend(sealed);
         Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
     }
 
@@ -83,10 +89,17 @@ impl SecretBox for LocalSecretBox {
             .and_then(|b| STANDARD.decode(b).ok())
             .filter(|b| b.len() > NONCE_LEN)
             .ok_or_else(|| PortError::fatal("sealed text is malformed"))?;
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| PortError::fatal("sealed text does not open with this key"))
+        let mut bytes = bytes;
+        let mut ciphertext = bytes.split_off(NONCE_LEN);
+        let refused = || PortError::fatal("sealed text does not open with this key");
+        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| refused())?;
+        let len = self
+            .cipher
+            .open_in_place(nonce, Aad::empty(), &mut ciphertext)
+            .map_err(|_| refused())?
+            .len();
+        ciphertext.truncate(len);
+        Ok(ciphertext)
     }
 }
 
@@ -105,6 +118,15 @@ mod tests {
             "random nonce"
         );
         assert_eq!(b.open(&sealed).expect("open"), b"postgres://u:hunter2@db/x");
+    }
+
+    #[test]
+    fn opens_what_the_previous_implementation_sealed() {
+        // Sealed with the RustCrypto `chacha20poly1305` crate this box used before: the
+        // format and the cipher are the same, so stored secrets keep opening.
+        let sealed = "v1:0b1707wIY7YjI4aiJh3LSE+0OKT5TvLIKdiqpGkVeEISoV9yHRu7DBZSYCn+e3Ab/9pNjWk=";
+        let b = LocalSecretBox::new(&[7u8; 32]).expect("key");
+        assert_eq!(b.open(sealed).expect("open"), b"postgres://u:hunter2@db/x");
     }
 
     #[test]

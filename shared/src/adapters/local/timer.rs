@@ -27,7 +27,7 @@ use crate::domain::model::Schedule;
 use crate::domain::zone::Zone;
 use crate::ports::{
     Clock, FireRequest, Page, PageRequest, PortError, RunStore, ScheduleStore, TriggerBackend,
-    TriggerState,
+    TriggerListing, TriggerState,
 };
 use crate::services::ServiceError;
 use crate::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire};
@@ -483,7 +483,10 @@ impl TriggerBackend for LocalTimer {
         state.triggers.remove(&schedule.schedule_id);
         Ok(())
     }
+}
 
+#[async_trait]
+impl TriggerListing for LocalTimer {
     /// Ordered by schedule id; the cursor is the last id of the previous page.
     async fn list_triggers(&self, page: &PageRequest) -> Result<Page<TriggerState>, PortError> {
         use std::ops::Bound;

@@ -854,7 +854,7 @@ fn signatures_verify_and_refuse_tampering_staleness_and_garbage() {
         format!(
             "t=1700000000,v1={}",
             hex(&{
-                let mut m = <HmacSha256 as Mac>::new_from_slice(b"secret").expect("key");
+                let mut m = <HmacSha256 as KeyInit>::new_from_slice(b"secret").expect("key");
                 m.update(b"1700000000.{}");
                 m.finalize().into_bytes()
             })
