@@ -9,9 +9,7 @@ use http::StatusCode;
 use scheduled_runs::domain::model::{
     CachedResult, Plan, PublishedResults, Run, RunGuard, RunStatus, WorkspaceRole,
 };
-use scheduled_runs::ports::{
-    Clock, ExecutionInputs, FireContext, FireRequest, PortError, RunPathStore, RunStart, RunStore,
-};
+use scheduled_runs::ports::{Clock, ExecutionInputs, ExecutionPath, PortError, RunStart, RunStore};
 use scheduled_runs::services::ServiceError;
 use scheduled_runs::services::executor::{ExecuteOutcome, ExecutorService};
 use scheduled_runs_tests::harness::TestApp;
@@ -878,19 +876,12 @@ async fn an_execution_dropped_mid_run_stops_renewing_its_lease() {
 
 /// The executor's version read failing the way a throttled or unreachable store fails.
 struct FailingLoad {
-    inner: std::sync::Arc<dyn RunPathStore>,
+    inner: std::sync::Arc<dyn ExecutionPath>,
     failure: fn() -> PortError,
 }
 
 #[async_trait::async_trait]
-impl RunPathStore for FailingLoad {
-    async fn load_fire(
-        &self,
-        request: &FireRequest,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<FireContext>, PortError> {
-        self.inner.load_fire(request, now).await
-    }
+impl ExecutionPath for FailingLoad {
     async fn load_execution(
         &self,
         _: &str,

@@ -20,8 +20,8 @@ pub use messaging::{
 };
 pub use notify::{Deliverer, DeliveryError, DeliveryTarget, Secret};
 pub use run_path::{
-    ComposedRunPath, ExecutionInputs, FireContext, FireRequest, RunPathStore, RunStart,
-    put_cache_entries, started_run,
+    ComposedRunPath, DispatchPath, ExecutionInputs, ExecutionPath, FireContext, FireRequest,
+    RunPathStore, RunStart, put_cache_entries, started_run,
 };
 pub use secrets::SecretBox;
 pub use sql::{

@@ -60,8 +60,17 @@ pub struct RunStart {
     pub lease_until: DateTime<Utc>,
 }
 
+/// The whole path: what a store implements, [`DispatchPath`] and [`ExecutionPath`]. The
+/// services hold one half each, the narrowest port they need: a trait object keeps every
+/// method of its trait, so the dispatch and API functions (the API dispatches "run now")
+/// do not carry the executor's steps, nor the executor dispatch's.
+pub trait RunPathStore: DispatchPath + ExecutionPath {}
+
+impl<T: DispatchPath + ExecutionPath + ?Sized> RunPathStore for T {}
+
+/// Dispatch's step: the records of the fires it decides on.
 #[async_trait]
-pub trait RunPathStore: Send + Sync {
+pub trait DispatchPath: Send + Sync {
     /// The schedule and the records dispatch checks; `None` when the schedule is gone.
     /// Runs that expired at `now` are not looked at.
     async fn load_fire(
@@ -83,7 +92,11 @@ pub trait RunPathStore: Send + Sync {
         }
         Ok(fires)
     }
+}
 
+/// The executor's steps: the inputs of a run, its start and its end.
+#[async_trait]
+pub trait ExecutionPath: Send + Sync {
     /// The version and the connections its cells use. `connections` names the ones known
     /// in advance; the rest are found from the version.
     async fn load_execution(
@@ -155,7 +168,7 @@ impl ComposedRunPath {
 }
 
 #[async_trait]
-impl RunPathStore for ComposedRunPath {
+impl DispatchPath for ComposedRunPath {
     async fn load_fire(
         &self,
         request: &FireRequest,
@@ -188,7 +201,10 @@ impl RunPathStore for ComposedRunPath {
             published_connections: None,
         }))
     }
+}
 
+#[async_trait]
+impl ExecutionPath for ComposedRunPath {
     async fn load_execution(
         &self,
         workspace_id: &str,
@@ -262,7 +278,7 @@ pub async fn put_cache_entries(cache: &dyn SqlCacheStore, run: &Run, entries: &[
     }
 }
 
-/// A `PENDING` run as [`RunPathStore::start_pending_run`] leaves it; stores that write
+/// A `PENDING` run as [`ExecutionPath::start_pending_run`] leaves it; stores that write
 /// the change field by field must end with exactly this record.
 pub fn started_run(mut run: Run, start: RunStart) -> Run {
     run.status = RunStatus::Running;

@@ -14,8 +14,8 @@ use crate::domain::model::{
 };
 use crate::domain::policy::{self, RunAuthority};
 use crate::ports::{
-    Clock, EventPublisher, FireContext, FireRequest, PortError, ProjectStore, RunCreated,
-    RunMessage, RunPathStore, RunQueue, RunStore, ScheduleStore,
+    Clock, DispatchPath, EventPublisher, FireContext, FireRequest, PortError, ProjectStore,
+    RunCreated, RunMessage, RunQueue, RunStore, ScheduleStore,
 };
 
 use super::{ProjectAccess, ServiceError};
@@ -43,7 +43,7 @@ pub struct ScheduledFire {
 
 pub struct DispatchService {
     /// The reads of a fire, batched where the store can.
-    pub path: Arc<dyn RunPathStore>,
+    pub path: Arc<dyn DispatchPath>,
     pub projects: Arc<dyn ProjectStore>,
     pub schedules: Arc<dyn ScheduleStore>,
     pub runs: Arc<dyn RunStore>,

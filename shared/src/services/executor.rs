@@ -26,9 +26,9 @@ use crate::domain::model::{
 };
 use crate::domain::template::{self, CellView, TemplateContext};
 use crate::ports::{
-    BoundSql, Clock, ConnectorFactory, Dialect, EventPublisher, ExecutionInputs, PortError,
-    QueryError, QueryOutput, RunMessage, RunPathStore, RunStart, RunStore, SecretBox,
-    SqlCacheStore, SqlConnector,
+    BoundSql, Clock, ConnectorFactory, Dialect, EventPublisher, ExecutionInputs, ExecutionPath,
+    PortError, QueryError, QueryOutput, RunMessage, RunStart, RunStore, SecretBox, SqlCacheStore,
+    SqlConnector,
 };
 
 use super::ServiceError;
@@ -76,7 +76,7 @@ pub enum ExecuteOutcome {
 
 pub struct ExecutorService {
     /// The start, the inputs and the end of a run, one request each where the store can.
-    pub path: Arc<dyn RunPathStore>,
+    pub path: Arc<dyn ExecutionPath>,
     pub runs: Arc<dyn RunStore>,
     pub cache: Arc<dyn SqlCacheStore>,
     pub connectors: Arc<dyn ConnectorFactory>,

@@ -29,7 +29,8 @@ use crate::domain::model::{
     RunStatus, Schedule, StateEvent, User,
 };
 use crate::ports::{
-    ExecutionInputs, FireContext, FireRequest, PortError, RunPathStore, RunStart, RunStore,
+    DispatchPath, ExecutionInputs, ExecutionPath, FireContext, FireRequest, PortError, RunStart,
+    RunStore,
 };
 
 /// Sort key of a schedule's active-run marker (beside the schedule item).
@@ -199,7 +200,7 @@ impl DynamoStore {
 }
 
 #[async_trait]
-impl RunPathStore for DynamoStore {
+impl DispatchPath for DynamoStore {
     async fn load_fire(
         &self,
         request: &FireRequest,
@@ -235,7 +236,10 @@ impl RunPathStore for DynamoStore {
         let found = trusted.then_some(found);
         self.fire_records(schedule, found, now).await.map(Some)
     }
+}
 
+#[async_trait]
+impl ExecutionPath for DynamoStore {
     async fn load_execution(
         &self,
         workspace_id: &str,

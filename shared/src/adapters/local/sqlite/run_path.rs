@@ -17,7 +17,8 @@ use super::workspaces::user_from_row;
 use super::{SqliteStore, db_err, query_all};
 use crate::domain::model::{CachedResult, PublishedResults, Run, RunGuard, RunStatus};
 use crate::ports::{
-    ComposedRunPath, ExecutionInputs, FireContext, FireRequest, PortError, RunPathStore, RunStart,
+    ComposedRunPath, DispatchPath, ExecutionInputs, ExecutionPath, FireContext, FireRequest,
+    PortError, RunStart,
 };
 
 /// The records of the fires named by `?1`, a JSON array of `[workspaceId, scheduleId]`
@@ -103,7 +104,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl RunPathStore for SqliteStore {
+impl DispatchPath for SqliteStore {
     async fn load_fire(
         &self,
         request: &FireRequest,
@@ -137,7 +138,10 @@ impl RunPathStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ExecutionPath for SqliteStore {
     async fn load_execution(
         &self,
         workspace_id: &str,
