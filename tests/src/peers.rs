@@ -39,6 +39,28 @@ pub fn peer_env(var: &str, test: &str, how: &str) -> Option<String> {
     }
 }
 
+/// The peers of the AWS deployment's tests: DynamoDB Local, moto's server and PostgreSQL.
+pub struct AwsPeers {
+    pub dynamodb: String,
+    pub moto: String,
+    pub postgres: String,
+}
+
+/// All three AWS peers, or `None` after a loud skip notice for each one missing (a panic
+/// when peers are required).
+pub fn aws_peers(test: &str) -> Option<AwsPeers> {
+    const HOW: &str = "start it with infra/local/<dynamodb|moto|postgres>.sh start and source \
+                       .test-env/<peer>.env";
+    let dynamodb = peer_env("SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT", test, HOW);
+    let moto = peer_env("SCHEDULED_RUNS_TEST_MOTO_ENDPOINT", test, HOW);
+    let postgres = peer_env("SCHEDULED_RUNS_TEST_POSTGRES_URL", test, HOW);
+    Some(AwsPeers {
+        dynamodb: dynamodb?,
+        moto: moto?,
+        postgres: postgres?,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 //! The binaries are built by `cargo build --workspace --bins` (the test command does so
 //! before the tests).
 
+use scheduled_runs_tests::peers::{AwsPeers, aws_peers};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -41,35 +42,6 @@ const REGION: &str = "us-east-1";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/scheduled-runs-scheduler";
 const DISPATCH_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:scheduled-runs-dispatch";
 
-struct Peers {
-    dynamodb: String,
-    moto: String,
-    postgres: String,
-}
-
-fn peers(test: &str) -> Option<Peers> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    match (
-        var("SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT"),
-        var("SCHEDULED_RUNS_TEST_MOTO_ENDPOINT"),
-        var("SCHEDULED_RUNS_TEST_POSTGRES_URL"),
-    ) {
-        (Some(dynamodb), Some(moto), Some(postgres)) => Some(Peers {
-            dynamodb,
-            moto,
-            postgres,
-        }),
-        _ => {
-            assert!(
-                std::env::var("SCHEDULED_RUNS_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "{test}: DynamoDB Local, moto and PostgreSQL endpoints are required (run ./scripts/test)"
-            );
-            eprintln!("\n!!!!!!!! SKIPPED {test}: the local AWS peers are not running.\n");
-            None
-        }
-    }
-}
-
 macro_rules! client {
     ($sdk:ident, $endpoint:expr) => {{
         use $sdk::config::{BehaviorVersion, Credentials, Region};
@@ -87,7 +59,7 @@ macro_rules! client {
 
 /// The resources a stack would create, made on the emulators with unique names.
 struct Stack {
-    peers: Peers,
+    peers: AwsPeers,
     table: String,
     group_prefix: String,
     run_queue_url: String,
@@ -101,7 +73,7 @@ struct Stack {
     ses_from: String,
 }
 
-async fn stack(peers: Peers) -> Stack {
+async fn stack(peers: AwsPeers) -> Stack {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let short = &id[..10];
     let dynamo = client!(dynamo_sdk, &peers.dynamodb);
@@ -457,7 +429,7 @@ async fn notified(f: &Function, event: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_schedule_fires_through_scheduler_dispatch_sqs_execute_and_sns() {
-    let Some(peers) = peers("aws_e2e") else {
+    let Some(peers) = aws_peers("aws_e2e") else {
         return;
     };
     let postgres = peers.postgres.clone();
@@ -786,7 +758,7 @@ async fn ended_run(store: &DynamoStore, settings: Value) -> Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notify_function_delivers_a_run_event_once_and_records_it() {
-    let Some(peers) = peers("aws_e2e notify") else {
+    let Some(peers) = aws_peers("aws_e2e notify") else {
         return;
     };
     let stack = stack(peers).await;
@@ -902,7 +874,7 @@ async fn the_notify_function_delivers_a_run_event_once_and_records_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_function_answers_its_sample_event() {
-    let Some(peers) = peers("aws_e2e samples") else {
+    let Some(peers) = aws_peers("aws_e2e samples") else {
         return;
     };
     let stack = stack(peers).await;

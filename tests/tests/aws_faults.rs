@@ -26,6 +26,7 @@
 //! start` and their env files); without them the tests skip loudly, and fail when
 //! `SCHEDULED_RUNS_REQUIRE_PEERS=1`.
 
+use scheduled_runs_tests::peers::{AwsPeers, aws_peers};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -78,42 +79,6 @@ fn test_calls() -> SdkCallSettings {
         operation_timeout: StdDuration::from_secs(8),
         max_attempts: 3,
         initial_backoff: StdDuration::from_millis(20),
-    }
-}
-
-struct Peers {
-    dynamodb: String,
-    moto: String,
-    postgres: String,
-}
-
-fn peers(test: &str) -> Option<Peers> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    match (
-        var("SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT"),
-        var("SCHEDULED_RUNS_TEST_MOTO_ENDPOINT"),
-        var("SCHEDULED_RUNS_TEST_POSTGRES_URL"),
-    ) {
-        (Some(dynamodb), Some(moto), Some(postgres)) => Some(Peers {
-            dynamodb,
-            moto,
-            postgres,
-        }),
-        _ => {
-            assert!(
-                std::env::var("SCHEDULED_RUNS_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "{test}: DynamoDB Local, moto and PostgreSQL are required but \
-                 SCHEDULED_RUNS_TEST_DYNAMODB_ENDPOINT, SCHEDULED_RUNS_TEST_MOTO_ENDPOINT or \
-                 SCHEDULED_RUNS_TEST_POSTGRES_URL is not set (run ./scripts/test, or start \
-                 infra/local/{{dynamodb,moto,postgres}}.sh and source their env files)"
-            );
-            eprintln!(
-                "\n!!!!!!!! SKIPPED {test}: the local AWS peers are not running, so AWS faults \
-                 were NOT tested. Start infra/local/{{dynamodb,moto,postgres}}.sh and source \
-                 .test-env/*.env (or set SCHEDULED_RUNS_REQUIRE_PEERS=1 to make this fail).\n"
-            );
-            None
-        }
     }
 }
 
@@ -197,7 +162,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn new(peers: &Peers) -> Stack {
+    async fn new(peers: &AwsPeers) -> Stack {
         let dynamo_proxy = FaultProxy::start(&peers.dynamodb).await;
         let moto_proxy = FaultProxy::start(&peers.moto).await;
         let direct_sdk = sdk_config(&peers.dynamodb, &peers.moto);
@@ -1028,7 +993,7 @@ async fn run_case(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_path_faults_end_in_one_run_executed_once() {
-    let Some(peers) = peers("aws_faults::run_path_faults_end_in_one_run_executed_once") else {
+    let Some(peers) = aws_peers("aws_faults::run_path_faults_end_in_one_run_executed_once") else {
         return;
     };
     let started = std::time::Instant::now();
@@ -1190,7 +1155,7 @@ fn expected_api_run(label: &str, kind: Kind) -> (u16, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_run_faults_start_exactly_one_run() {
-    let Some(peers) = peers("aws_faults::api_run_faults_start_exactly_one_run") else {
+    let Some(peers) = aws_peers("aws_faults::api_run_faults_start_exactly_one_run") else {
         return;
     };
     let started = std::time::Instant::now();
@@ -1411,7 +1376,7 @@ async fn emails_to(moto: &str) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_faults_deliver_each_notification() {
-    let Some(peers) = peers("aws_faults::notify_faults_deliver_each_notification") else {
+    let Some(peers) = aws_peers("aws_faults::notify_faults_deliver_each_notification") else {
         return;
     };
     let started = std::time::Instant::now();
@@ -1927,7 +1892,7 @@ async fn schedule_case(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_path_faults_leave_triggers_that_reconcile_brings_into_agreement() {
-    let Some(peers) = peers(
+    let Some(peers) = aws_peers(
         "aws_faults::schedule_path_faults_leave_triggers_that_reconcile_brings_into_agreement",
     ) else {
         return;
