@@ -350,6 +350,14 @@ impl Stack {
         }
     }
 
+    /// The deployment's API state, callers named by the test's identity headers.
+    async fn app_state(&self) -> scheduled_runs::http::AppState {
+        self.aws
+            .app_state(Arc::new(HeaderIdentity), "https://runs.example.com".into())
+            .await
+            .expect("app state")
+    }
+
     /// A workspace with its admin, created past the faults.
     async fn workspace(&self, workspace_id: &str) {
         WorkspaceService {
@@ -697,11 +705,7 @@ impl RunFixture {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         sql(connector.as_ref(), &format!("CREATE SEQUENCE {sequence}")).await;
-        let state = stack
-            .aws
-            .app_state(Arc::new(HeaderIdentity), "https://runs.example.com".into())
-            .await
-            .expect("app state");
+        let state = stack.app_state().await;
         let caller = admin(&workspace_id);
         state
             .connections
@@ -1162,11 +1166,7 @@ async fn api_run_faults_start_exactly_one_run() {
     let stack = Stack::new(&peers).await;
     let workspace_id = "acme";
     stack.workspace(workspace_id).await;
-    let state = stack
-        .aws
-        .app_state(Arc::new(HeaderIdentity), "https://runs.example.com".into())
-        .await
-        .expect("app state");
+    let state = stack.app_state().await;
     let maintenance = stack
         .aws
         .dispatch_services()
@@ -1383,11 +1383,7 @@ async fn notify_faults_deliver_each_notification() {
     let stack = Stack::new(&peers).await;
     let workspace_id = "acme";
     stack.workspace(workspace_id).await;
-    let state = stack
-        .aws
-        .app_state(Arc::new(HeaderIdentity), "https://runs.example.com".into())
-        .await
-        .expect("app state");
+    let state = stack.app_state().await;
     let router = scheduled_runs::http::router(state);
     let executor = stack.aws.executor().await.expect("executor");
     let mut notify = stack.aws.notify_service().await.expect("notify service");
@@ -1899,11 +1895,7 @@ async fn schedule_path_faults_leave_triggers_that_reconcile_brings_into_agreemen
     };
     let started = std::time::Instant::now();
     let stack = Arc::new(Stack::new(&peers).await);
-    let state = stack
-        .aws
-        .app_state(Arc::new(HeaderIdentity), "https://runs.example.com".into())
-        .await
-        .expect("app state");
+    let state = stack.app_state().await;
     let router = scheduled_runs::http::router(state);
 
     // One workspace per case (the first schedule of a workspace makes its group), four
