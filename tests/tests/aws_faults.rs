@@ -70,12 +70,14 @@ const DISPATCH_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:sched
 
 /// The SDK clients' timeouts and retries in these tests: the deployment's own mechanism
 /// (`AwsSettings::calls`) with a shorter attempt timeout and backoff, so that a case whose
-/// request is held costs a second instead of five, and retries do not wait for seconds.
-/// Durations are never asserted; they only keep the test short.
+/// request is held costs two seconds instead of five, and retries do not wait for seconds.
+/// (One second was too short for emulators just started: a cold DynamoDB Local answered
+/// the retry after a fault late, and the fire was reported lost.) Durations are never
+/// asserted; they only keep the test short.
 fn test_calls() -> SdkCallSettings {
     SdkCallSettings {
         connect_timeout: StdDuration::from_secs(2),
-        attempt_timeout: StdDuration::from_millis(1_000),
+        attempt_timeout: StdDuration::from_millis(2_000),
         operation_timeout: StdDuration::from_secs(8),
         max_attempts: 3,
         initial_backoff: StdDuration::from_millis(20),
