@@ -42,6 +42,7 @@ mod workspaces;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
@@ -62,11 +63,14 @@ const MIN_READERS: usize = 4;
 /// Pages are allocated as they are used, up to this.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
-/// WAL pages written before the writer checkpoints them into the database file (SQLite's
-/// default is 1,000). A batch of runs commits thousands of pages, mostly the same index
-/// pages as the batch before: checkpointing after every commit would copy them into the
-/// file every time, while a 40 MB WAL copies each once for several batches.
-const CHECKPOINT_PAGES: i64 = 10_000;
+/// How long the writer stays idle before the checkpointer copies the WAL into the database
+/// file, and how long it may stay busy without one (see `Checkpointer`).
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
+const CHECKPOINT_BUSY: Duration = Duration::from_secs(5);
+
+/// The WAL is cut back to this size when it starts over after a checkpoint: a burst of
+/// writes between two checkpoints can grow it to hundreds of MB, which need not stay on disk.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How long a statement waits for a lock held by *another process* (e.g. the operator CLI
 /// writing to the same file) before giving up with a retryable error. Inside this process
@@ -91,6 +95,7 @@ struct Pool {
     writer: Mutex<Connection>,
     readers: Box<[Mutex<Connection>]>,
     next_reader: AtomicUsize,
+    checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -104,8 +109,12 @@ impl SqliteStore {
         writer
             .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(db_err)?;
+        // The checkpointer's thread copies the WAL into the file, not the writer's commits.
         writer
-            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db_err)?;
+        writer
+            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(db_err)?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
 
@@ -128,11 +137,13 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, PortError>>()?;
 
+        let checkpointer = Checkpointer::start(path)?;
         Ok(SqliteStore {
             pool: Arc::new(Pool {
                 writer: Mutex::new(writer),
                 readers: readers.into_boxed_slice(),
                 next_reader: AtomicUsize::new(0),
+                checkpointer,
             }),
         })
     }
@@ -190,7 +201,58 @@ impl Pool {
         // On error the transaction is dropped, which rolls it back.
         let out = f(&tx)?;
         tx.commit().map_err(db_err)?;
+        drop(conn);
+        self.checkpointer.committed();
         Ok(out)
+    }
+}
+
+/// Copies the WAL back into the database file on a thread of its own, with its own
+/// connection. SQLite's automatic checkpoint runs inside the commit that crosses its
+/// threshold, so the writer, and every write queued behind it, stopped for the copy and
+/// its `fsync` (BENCHMARKS.md §5). A `PASSIVE` checkpoint here runs beside the writer
+/// instead, once the writer has been idle for `CHECKPOINT_IDLE` (after a burst, not in the
+/// middle of it, where it would take the CPU the burst needs), or every `CHECKPOINT_BUSY`
+/// while it never is, so the WAL stays bounded under a steady load. The thread ends when
+/// the store is dropped.
+struct Checkpointer {
+    commits: SyncSender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, PortError> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        configure(&conn)?;
+        // One pending signal is enough: the checkpoint copies every commit before it.
+        let (commits, signals) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || Checkpointer::run(&conn, &signals))
+            .map_err(|e| PortError::fatal(format!("sqlite: checkpoint thread: {e}")))?;
+        Ok(Checkpointer { commits })
+    }
+
+    fn committed(&self) {
+        // Full means a checkpoint is already due; the thread gone means the store is closing.
+        let _ = self.commits.try_send(());
+    }
+
+    fn run(conn: &Connection, signals: &Receiver<()>) {
+        while signals.recv().is_ok() {
+            let since = std::time::Instant::now();
+            loop {
+                match signals.recv_timeout(CHECKPOINT_IDLE) {
+                    Ok(()) if since.elapsed() < CHECKPOINT_BUSY => {}
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            // A failed checkpoint (another process holding the file) is retried after the
+            // next commit; until then the WAL only grows.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "sqlite checkpoint failed");
+            }
+        }
     }
 }
 
@@ -307,6 +369,34 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .expect("foreign keys");
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn the_wal_is_copied_into_the_file_once_the_writer_is_idle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let file_len = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = file_len();
+        store
+            .pool
+            .with_writer(|tx| {
+                tx.execute(
+                    "INSERT INTO workspaces (workspace_id, plan, created_at) VALUES ('w', 'TEAM', 'x')",
+                    [],
+                )
+                .map_err(db_err)
+            })
+            .expect("write");
+        // Nothing but the checkpointer's thread writes the database file itself in WAL mode.
+        let waited = std::time::Instant::now();
+        while file_len() <= before && waited.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            file_len() > before,
+            "the database file stayed at {before} bytes: no checkpoint"
+        );
     }
 
     #[test]
