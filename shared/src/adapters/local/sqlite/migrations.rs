@@ -31,6 +31,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "notifications: run event outbox, deliveries, integrations",
         sql: V3_NOTIFICATIONS,
     },
+    Migration {
+        version: 4,
+        description: "leaner run indexes: run log by schedule alone, fire times from it",
+        sql: V4_LEANER_RUN_INDEXES,
+    },
 ];
 
 /// Timestamps are fixed-width RFC 3339 text (see `codec::ts`), booleans 0/1 integers.
@@ -228,6 +233,19 @@ CREATE TABLE integrations (
 ) STRICT;
 "#;
 
+/// Fewer and narrower index entries per run: a burst of fires writes every run into every
+/// index of `runs`, and that writing is what limits how fast the local timer records them
+/// (BENCHMARKS.md §5). Schedule ids are globally unique, so the run log's index needs no
+/// workspace in front (queries still filter by workspace, on the row); and the latest
+/// fire of a schedule is the first scheduled run of its run log, as the DynamoDB store
+/// reads it, so `runs_fire_times` goes.
+const V4_LEANER_RUN_INDEXES: &str = r#"
+DROP INDEX runs_fire_times;
+DROP INDEX runs_by_schedule;
+CREATE INDEX runs_by_schedule ON runs (schedule_id, log_at DESC, run_id DESC)
+    WHERE schedule_id IS NOT NULL;
+"#;
+
 /// Brings the database up to the newest of `steps` and returns the versions it applied.
 /// Refuses a file written by a newer build: running old code on a newer schema could
 /// silently lose the columns it does not know.
@@ -405,7 +423,7 @@ mod tests {
                  '2026-06-01T00:00:00.000000000Z', '{}', 1);",
         )
         .expect("v2 rows");
-        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("v3"), vec![3]);
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..3]).expect("v3"), vec![3]);
         let pending: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM runs WHERE event_pending = 1",
@@ -434,5 +452,52 @@ mod tests {
             migrate(&mut conn, MIGRATIONS).expect("migrates"),
             (1..=MIGRATIONS.len() as u32).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn runs_written_before_migration_4_are_in_the_new_run_log_index() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys on, as the store runs");
+        assert_eq!(
+            migrate(&mut conn, &MIGRATIONS[..3]).expect("v3"),
+            vec![1, 2, 3]
+        );
+        conn.execute_batch(
+            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
+                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
+                 '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
+                 '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
+                 '2026-03-02T00:00:00.000000000Z', '2026-06-01T00:00:00.000000000Z', '{}', 1, 0);
+             INSERT INTO runs VALUES ('r2', 'w', 'p', 's', 'MANUAL', 'COMPLETED', NULL,
+                 '2026-03-03T00:00:00.000000000Z', '2026-03-03T00:00:00.000000000Z',
+                 '2026-06-01T00:00:00.000000000Z', '{}', 1, 0);
+             INSERT INTO runs VALUES ('r3', 'w', 'p', NULL, 'API', 'COMPLETED', NULL,
+                 '2026-03-03T00:00:00.000000000Z', '2026-03-03T00:00:00.000000000Z',
+                 '2026-06-01T00:00:00.000000000Z', '{}', 1, 0);",
+        )
+        .expect("v3 rows");
+        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("v4"), vec![4]);
+        let log: Vec<String> = conn
+            .prepare(
+                "SELECT run_id FROM runs INDEXED BY runs_by_schedule
+                 WHERE schedule_id = 's' ORDER BY log_at DESC, run_id DESC",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("run log");
+        assert_eq!(log, ["r2", "r1"], "the schedule's runs, newest first");
+        let fire_index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'runs_fire_times'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(fire_index, 0, "runs_fire_times is gone");
     }
 }

@@ -29,6 +29,15 @@ fn run_key(run: &Run) -> [String; 2] {
     [log_at(run), run.run_id.clone()]
 }
 
+/// A schedule's run log, newest first, from `runs_by_schedule`; the workspace is checked on
+/// the row.
+const LIST_SCHEDULE_RUNS: &str = "SELECT body FROM runs
+     WHERE workspace_id = ?1 AND schedule_id = ?2
+       AND (log_at, run_id) < (?3, ?4)
+       AND expires_at > ?5
+     ORDER BY log_at DESC, run_id DESC
+     LIMIT ?6";
+
 /// A project's runs: a NULL parameter switches its filter off, keeping one statement to
 /// cache; `runs_by_project` yields the order and the filters are checked on the way.
 const LIST_PROJECT_RUNS: &str = "SELECT body FROM runs
@@ -52,6 +61,17 @@ const LIST_PENDING_EVENTS: &str = "SELECT body FROM runs
      WHERE event_pending = 1 AND run_id > ?1
      ORDER BY run_id
      LIMIT ?2";
+
+/// The latest fire of every stored schedule: the first run of its run log that has a fire
+/// time (manual runs have none), read from the head of `runs_by_schedule`. Schedules
+/// deleted since have no trigger to resume and are left out.
+const LAST_FIRE_TIMES: &str = "SELECT s.schedule_id,
+         (SELECT r.scheduled_for FROM runs r
+          WHERE r.schedule_id = s.schedule_id AND r.workspace_id = s.workspace_id
+            AND r.scheduled_for IS NOT NULL
+          ORDER BY r.log_at DESC, r.run_id DESC
+          LIMIT 1)
+     FROM schedules s";
 
 /// Every column of a row, in the order of the `INSERT` and `UPDATE` statements.
 type RunRow = (
@@ -191,12 +211,7 @@ impl RunStore for SqliteStore {
         self.read(move |conn| {
             let items = query_all(
                 conn,
-                "SELECT body FROM runs
-                 WHERE workspace_id = ?1 AND schedule_id = ?2
-                   AND (log_at, run_id) < (?3, ?4)
-                   AND expires_at > ?5
-                 ORDER BY log_at DESC, run_id DESC
-                 LIMIT ?6",
+                LIST_SCHEDULE_RUNS,
                 (&ws, &schedule, &before_at, &before_id, &as_of, size + 1),
                 run_from_row,
             )?;
@@ -207,17 +222,16 @@ impl RunStore for SqliteStore {
 
     async fn last_fire_times(&self) -> Result<Vec<(String, DateTime<Utc>)>, PortError> {
         self.read(|conn| {
-            query_all(
-                conn,
-                "SELECT schedule_id, MAX(scheduled_for) FROM runs
-                 WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL
-                 GROUP BY schedule_id",
-                [],
-                |row| {
-                    let at: String = row.get(1).map_err(db_err)?;
-                    Ok((row.get(0).map_err(db_err)?, parse_ts(&at)?))
-                },
-            )
+            let latest = query_all(conn, LAST_FIRE_TIMES, [], |row| {
+                let at: Option<String> = row.get(1).map_err(db_err)?;
+                let at = at.as_deref().map(parse_ts).transpose()?;
+                Ok(at.map(|at| (row.get(0).map_err(db_err), at)))
+            })?;
+            latest
+                .into_iter()
+                .flatten()
+                .map(|(schedule_id, at)| Ok((schedule_id?, at)))
+                .collect()
         })
         .await
     }
@@ -513,6 +527,24 @@ mod tests {
     fn run_listings_read_their_indexes_in_order() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+
+        let schedule = plan(&store, LIST_SCHEDULE_RUNS, 6);
+        assert!(
+            schedule.contains("USING INDEX runs_by_schedule"),
+            "{schedule}"
+        );
+        assert!(
+            !schedule.contains("TEMP B-TREE"),
+            "no sort step: {schedule}"
+        );
+
+        // One seek into the head of each schedule's run log, not a pass over all runs.
+        let fire_times = plan(&store, LAST_FIRE_TIMES, 0);
+        assert!(
+            fire_times.contains("USING INDEX runs_by_schedule"),
+            "{fire_times}"
+        );
+        assert!(!fire_times.contains("TEMP B-TREE"), "{fire_times}");
 
         let project = plan(&store, LIST_PROJECT_RUNS, 7);
         assert!(project.contains("USING INDEX runs_by_project"), "{project}");
