@@ -40,6 +40,8 @@ pub struct TimerSettings {
     pub concurrency: usize,
     /// Fires handed to dispatch together, at most.
     pub batch: usize,
+    /// At most this many in the first batch of an instant (see `run`).
+    pub first_batch: usize,
     /// How long before an instant the timer takes its fires off the queue and builds them,
     /// to hand them over at the instant itself: thousands of schedules share a whole
     /// minute, and building their fires after the instant would make every one of them
@@ -57,6 +59,7 @@ impl Default for TimerSettings {
             catch_up: Duration::hours(1),
             concurrency: 4,
             batch: 10_000,
+            first_batch: 1_000,
             lead: Duration::milliseconds(25),
             backoff: Duration::seconds(1),
             max_backoff: Duration::minutes(1),
@@ -401,6 +404,7 @@ impl LocalTimer {
     /// Fires schedules until the task is dropped or aborted.
     pub async fn run(self, dispatch: Arc<dyn FireDispatch>) {
         let batch_size = self.inner.settings.batch.max(1);
+        let first_batch_size = self.inner.settings.first_batch.clamp(1, batch_size);
         let lead = self.inner.settings.lead.max(Duration::zero());
         let permits = Arc::new(Semaphore::new(self.inner.settings.concurrency.max(1)));
         let clock = self.inner.clock.clone();
@@ -419,14 +423,24 @@ impl LocalTimer {
                 continue;
             }
             let mut due = due.into_iter().peekable();
+            let mut previous = None;
             while let Some(at) = due.peek().map(|d| d.at) {
                 // Taken off up to `lead` early; handed over at the instant.
                 if at > clock.now() {
                     clock.sleep_until(at).await;
                 }
+                // The first batch of an instant is small: its runs reach the store's single
+                // writer while the following, full batches are still being read and built,
+                // instead of the writer waiting for a whole batch to be prepared first.
+                let size = if previous == Some(at) {
+                    batch_size
+                } else {
+                    first_batch_size
+                };
+                previous = Some(at);
                 let mut fires = Vec::new();
                 let mut generations = Vec::new();
-                while fires.len() < batch_size
+                while fires.len() < size
                     && let Some(d) = due.next_if(|d| d.at == at)
                 {
                     fires.push(d.fire);
@@ -641,6 +655,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(at(0, 0, 30)));
         let settings = TimerSettings {
             batch: 2,
+            first_batch: 2,
             concurrency: 1,
             ..TimerSettings::default()
         };
@@ -687,6 +702,51 @@ mod tests {
         assert_eq!(
             retried,
             vec![("s1".into(), at(0, 1, 0)), ("s3".into(), at(0, 1, 0))]
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn the_first_batch_of_an_instant_is_the_small_one() {
+        let clock = Arc::new(ManualClock::new(at(0, 0, 30)));
+        let settings = TimerSettings {
+            batch: 3,
+            first_batch: 1,
+            concurrency: 1,
+            ..TimerSettings::default()
+        };
+        let timer = LocalTimer::new(clock.clone(), settings);
+        for id in ["s0", "s1", "s2", "s3", "s4", "s5"] {
+            timer
+                .put_trigger(&hourly(id, 1), true)
+                .await
+                .expect("trigger");
+        }
+        for id in ["t0", "t1"] {
+            timer
+                .put_trigger(&hourly(id, 2), true)
+                .await
+                .expect("trigger");
+        }
+        let dispatch = Arc::new(FakeDispatch::default());
+        let task = tokio::spawn(timer.clone().run(dispatch.clone()));
+        clock.set(at(0, 2, 0));
+        until(|| dispatch.handed().concat().len() >= 8).await;
+        let sizes: Vec<(usize, DateTime<Utc>)> = dispatch
+            .handed()
+            .iter()
+            .map(|batch| (batch.len(), batch[0].1))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (1, at(0, 1, 0)),
+                (3, at(0, 1, 0)),
+                (2, at(0, 1, 0)),
+                (1, at(0, 2, 0)),
+                (1, at(0, 2, 0)),
+            ],
+            "one fire first at each instant, then full batches"
         );
         task.abort();
     }
