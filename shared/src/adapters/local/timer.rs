@@ -40,7 +40,8 @@ pub struct TimerSettings {
     pub concurrency: usize,
     /// Fires handed to dispatch together, at most.
     pub batch: usize,
-    /// At most this many in the first batch of an instant (see `run`).
+    /// At most this many in the first batch of an instant that has more than `batch` fires
+    /// (see `run`).
     pub first_batch: usize,
     /// How long before an instant the timer takes its fires off the queue and builds them,
     /// to hand them over at the instant itself: thousands of schedules share a whole
@@ -422,6 +423,10 @@ impl LocalTimer {
                 }
                 continue;
             }
+            let mut at_instant: HashMap<DateTime<Utc>, usize> = HashMap::new();
+            for d in &due {
+                *at_instant.entry(d.at).or_default() += 1;
+            }
             let mut due = due.into_iter().peekable();
             let mut previous = None;
             while let Some(at) = due.peek().map(|d| d.at) {
@@ -429,13 +434,15 @@ impl LocalTimer {
                 if at > clock.now() {
                     clock.sleep_until(at).await;
                 }
-                // The first batch of an instant is small: its runs reach the store's single
-                // writer while the following, full batches are still being read and built,
-                // instead of the writer waiting for a whole batch to be prepared first.
-                let size = if previous == Some(at) {
-                    batch_size
-                } else {
+                // When an instant has more than one batch of fires, its first batch is
+                // small: its runs reach the store's single writer while the full batches
+                // are still being read and built, instead of the writer waiting for a whole
+                // batch to be prepared first. An instant of one batch stays one batch.
+                let many = at_instant.get(&at).is_some_and(|&n| n > batch_size);
+                let size = if many && previous != Some(at) {
                     first_batch_size
+                } else {
+                    batch_size
                 };
                 previous = Some(at);
                 let mut fires = Vec::new();
@@ -707,7 +714,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_batch_of_an_instant_is_the_small_one() {
+    async fn the_first_batch_of_a_crowded_instant_is_the_small_one() {
         let clock = Arc::new(ManualClock::new(at(0, 0, 30)));
         let settings = TimerSettings {
             batch: 3,
@@ -743,10 +750,10 @@ mod tests {
                 (1, at(0, 1, 0)),
                 (3, at(0, 1, 0)),
                 (2, at(0, 1, 0)),
-                (1, at(0, 2, 0)),
-                (1, at(0, 2, 0)),
+                (2, at(0, 2, 0)),
             ],
-            "one fire first at each instant, then full batches"
+            "one fire first at an instant of more than one batch, then full batches; an \
+             instant of one batch in one"
         );
         task.abort();
     }

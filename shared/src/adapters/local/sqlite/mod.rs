@@ -216,7 +216,21 @@ impl Pool {
 /// while it never is, so the WAL stays bounded under a steady load. The thread ends when
 /// the store is dropped.
 struct Checkpointer {
-    commits: SyncSender<()>,
+    commits: Option<SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Closing the store waits for the thread, whose connection is the last one open (the
+/// pool's fields drop in order, this one last): SQLite then checkpoints what is left and
+/// removes the WAL, so the next open, maybe in the next process, starts from a clean file
+/// rather than replaying the WAL.
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.commits.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Checkpointer {
@@ -225,19 +239,24 @@ impl Checkpointer {
         configure(&conn)?;
         // One pending signal is enough: the checkpoint copies every commit before it.
         let (commits, signals) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || Checkpointer::run(&conn, &signals))
+            .spawn(move || Checkpointer::run(conn, &signals))
             .map_err(|e| PortError::fatal(format!("sqlite: checkpoint thread: {e}")))?;
-        Ok(Checkpointer { commits })
+        Ok(Checkpointer {
+            commits: Some(commits),
+            thread: Some(thread),
+        })
     }
 
     fn committed(&self) {
-        // Full means a checkpoint is already due; the thread gone means the store is closing.
-        let _ = self.commits.try_send(());
+        // Full means a checkpoint is already due.
+        if let Some(commits) = &self.commits {
+            let _ = commits.try_send(());
+        }
     }
 
-    fn run(conn: &Connection, signals: &Receiver<()>) {
+    fn run(conn: Connection, signals: &Receiver<()>) {
         while signals.recv().is_ok() {
             let since = std::time::Instant::now();
             loop {
@@ -396,6 +415,30 @@ mod tests {
         assert!(
             file_len() > before,
             "the database file stayed at {before} bytes: no checkpoint"
+        );
+    }
+
+    #[test]
+    fn closing_the_store_leaves_no_wal_to_replay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).expect("open");
+        store
+            .pool
+            .with_writer(|tx| {
+                tx.execute(
+                    "INSERT INTO workspaces (workspace_id, plan, created_at) VALUES ('w', 'TEAM', 'x')",
+                    [],
+                )
+                .map_err(db_err)
+            })
+            .expect("write");
+        let wal = dir.path().join("state.db-wal");
+        assert!(wal.exists(), "the write went to the WAL");
+        drop(store);
+        assert!(
+            !wal.exists(),
+            "the WAL was checkpointed and removed at close"
         );
     }
 
