@@ -55,6 +55,7 @@ use scheduled_runs::ports::{
     SqlConnector, WorkspaceStore,
 };
 use scheduled_runs::services::ServiceError;
+use scheduled_runs::services::dispatch::DispatchOutcome;
 use scheduled_runs::services::executor::{ExecuteOutcome, ExecutorService};
 use scheduled_runs::services::reconcile::TriggerRef;
 use scheduled_runs::services::schedules::CreateSchedule;
@@ -801,6 +802,8 @@ struct RunObserved {
     deliveries: u32,
     /// Errors the dispatch service returned; `false` for a non-retryable one.
     dispatch_errors: Vec<bool>,
+    /// What the delivery that succeeded answered, and the run id it named.
+    dispatched: Option<String>,
     /// Run messages executed (every copy, redeliveries and the sweeper's included).
     messages: u32,
     finished: u32,
@@ -866,7 +869,15 @@ async fn run_case(
     loop {
         seen.deliveries += 1;
         match path.dispatch.dispatch.dispatch_fire(&request, fire).await {
-            Ok(_) => break,
+            Ok(outcome) => {
+                seen.dispatched = Some(match outcome {
+                    DispatchOutcome::Queued(run) => format!("queued {}", run.run_id),
+                    DispatchOutcome::Skipped(run) => format!("skipped {}", run.run_id),
+                    DispatchOutcome::Duplicate(run) => format!("duplicate of {}", run.run_id),
+                    DispatchOutcome::ScheduleGone => "schedule gone".into(),
+                });
+                break;
+            }
             Err(e) => {
                 seen.dispatch_errors.push(retryable(&e));
                 if !retryable(&e) || seen.deliveries == 3 {
@@ -1043,7 +1054,10 @@ async fn run_path_faults_end_in_one_run_executed_once() {
             check(seen.settled, "the run never settled".into());
             check(
                 seen.runs_for_fire == 1,
-                format!("{} runs for the fire", seen.runs_for_fire),
+                format!(
+                    "{} runs for the fire (dispatch answered: {:?})",
+                    seen.runs_for_fire, seen.dispatched
+                ),
             );
             check(
                 seen.status == Some(RunStatus::Completed),
