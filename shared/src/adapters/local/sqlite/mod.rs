@@ -390,13 +390,8 @@ mod tests {
         assert_eq!(fk, 1);
     }
 
-    #[test]
-    fn the_wal_is_copied_into_the_file_once_the_writer_is_idle() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("state.db");
-        let store = SqliteStore::open(&path).expect("open");
-        let file_len = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let before = file_len();
+    /// One committed write through the store's writer.
+    fn write_a_workspace(store: &SqliteStore) {
         store
             .pool
             .with_writer(|tx| {
@@ -407,6 +402,16 @@ mod tests {
                 .map_err(db_err)
             })
             .expect("write");
+    }
+
+    #[test]
+    fn the_wal_is_copied_into_the_file_once_the_writer_is_idle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let file_len = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = file_len();
+        write_a_workspace(&store);
         // Nothing but the checkpointer's thread writes the database file itself in WAL mode.
         let waited = std::time::Instant::now();
         while file_len() <= before && waited.elapsed() < Duration::from_secs(30) {
@@ -423,16 +428,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state.db");
         let store = SqliteStore::open(&path).expect("open");
-        store
-            .pool
-            .with_writer(|tx| {
-                tx.execute(
-                    "INSERT INTO workspaces (workspace_id, plan, created_at) VALUES ('w', 'TEAM', 'x')",
-                    [],
-                )
-                .map_err(db_err)
-            })
-            .expect("write");
+        write_a_workspace(&store);
         let wal = dir.path().join("state.db-wal");
         assert!(wal.exists(), "the write went to the WAL");
         drop(store);

@@ -65,13 +65,15 @@ const LIST_PENDING_EVENTS: &str = "SELECT body FROM runs
 /// The latest fire of every stored schedule: the first run of its run log that has a fire
 /// time (manual runs have none), read from the head of `runs_by_schedule`. Schedules
 /// deleted since have no trigger to resume and are left out.
-const LAST_FIRE_TIMES: &str = "SELECT s.schedule_id,
-         (SELECT r.scheduled_for FROM runs r
-          WHERE r.schedule_id = s.schedule_id AND r.workspace_id = s.workspace_id
-            AND r.scheduled_for IS NOT NULL
-          ORDER BY r.log_at DESC, r.run_id DESC
-          LIMIT 1)
-     FROM schedules s";
+const LAST_FIRE_TIMES: &str = "SELECT schedule_id, fired FROM (
+         SELECT s.schedule_id,
+             (SELECT r.scheduled_for FROM runs r
+              WHERE r.schedule_id = s.schedule_id AND r.workspace_id = s.workspace_id
+                AND r.scheduled_for IS NOT NULL
+              ORDER BY r.log_at DESC, r.run_id DESC
+              LIMIT 1) AS fired
+         FROM schedules s)
+     WHERE fired IS NOT NULL";
 
 /// Every column of a row, in the order of the `INSERT` and `UPDATE` statements.
 type RunRow = (
@@ -222,16 +224,10 @@ impl RunStore for SqliteStore {
 
     async fn last_fire_times(&self) -> Result<Vec<(String, DateTime<Utc>)>, PortError> {
         self.read(|conn| {
-            let latest = query_all(conn, LAST_FIRE_TIMES, [], |row| {
-                let at: Option<String> = row.get(1).map_err(db_err)?;
-                let at = at.as_deref().map(parse_ts).transpose()?;
-                Ok(at.map(|at| (row.get(0).map_err(db_err), at)))
-            })?;
-            latest
-                .into_iter()
-                .flatten()
-                .map(|(schedule_id, at)| Ok((schedule_id?, at)))
-                .collect()
+            query_all(conn, LAST_FIRE_TIMES, [], |row| {
+                let at: String = row.get(1).map_err(db_err)?;
+                Ok((row.get(0).map_err(db_err)?, parse_ts(&at)?))
+            })
         })
         .await
     }
