@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         "orders".to_owned(),
         Arc::new(CellView {
             columns: vec!["name".into()],
-            rows: vec![vec![MARKER.into()]],
+            rows: vec![vec![MARKER.into()]].into(),
             row_count: 1,
         }),
     );

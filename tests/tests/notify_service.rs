@@ -285,7 +285,7 @@ async fn finished_run(w: &World, status: RunStatus, notifications: NotificationS
             cell_id: "orders".into(),
             status: CellStatus::Completed,
             columns: vec!["id".into()],
-            rows: vec![vec![json!(1)]],
+            rows: vec![vec![json!(1)]].into(),
             row_count: 12,
             duration_ms: 3,
             cache_hit: false,

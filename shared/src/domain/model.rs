@@ -2,6 +2,8 @@
 //! schedules and runs. Plain data with serde shapes that match the HTTP API, so the same
 //! types travel from the store to the response without a parallel hierarchy of DTOs.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -474,6 +476,11 @@ pub enum CellStatus {
     Errored,
 }
 
+/// A query result's rows, each a list of values in column order. Shared rather than
+/// copied: one result is at once a cell's output, its downstream templates' input and its
+/// SQL-cache entry, and a cache hit hands the same rows to every run that asks.
+pub type Rows = Arc<[Vec<serde_json::Value>]>;
+
 /// What one SQL cell produced in a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -483,7 +490,7 @@ pub struct CellResult {
     pub columns: Vec<String>,
     /// The first 1,000 rows, each a list of values in column order.
     #[schema(value_type = Vec<Vec<Value>>)]
-    pub rows: Vec<Vec<serde_json::Value>>,
+    pub rows: Rows,
     /// All rows the query returned.
     pub row_count: u64,
     pub duration_ms: u64,
@@ -585,7 +592,7 @@ pub struct CachedResult {
     /// Hash of (connection, rendered SQL, bind values).
     pub key: String,
     pub columns: Vec<String>,
-    pub rows: Vec<Vec<serde_json::Value>>,
+    pub rows: Rows,
     pub row_count: u64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,

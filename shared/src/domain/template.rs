@@ -39,6 +39,7 @@ use minijinja::value::{Enumerator, Object, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use sha2::{Digest, Sha256};
 
+use super::model::Rows;
 use crate::ports::sql::{BoundSql, Dialect, SqlValue};
 
 /// The largest template source accepted (the API caps request bodies at 256 KiB anyway).
@@ -63,7 +64,7 @@ pub const CONTEXT_NAMES: [&str; 3] = ["cells", "hex_scheduled", "hex_run_context
 pub struct CellView {
     pub columns: Vec<String>,
     /// The stored rows (at most the run's row cap), each in column order.
-    pub rows: Vec<Vec<serde_json::Value>>,
+    pub rows: Rows,
     /// The full row count, which may exceed `rows.len()`.
     pub row_count: u64,
 }
@@ -718,7 +719,7 @@ mod tests {
             "top".to_owned(),
             Arc::new(CellView {
                 columns: vec!["id".into(), "name".into()],
-                rows: vec![vec![json!(10), json!("a")], vec![json!(20), json!("b")]],
+                rows: vec![vec![json!(10), json!("a")], vec![json!(20), json!("b")]].into(),
                 row_count: 5000,
             }),
         );

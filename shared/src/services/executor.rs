@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::cells;
 use crate::domain::inputs;
 use crate::domain::model::{
-    CachedResult, CellResult, CellStatus, ConnectionConfig, PublishedResults, Run, RunError,
+    CachedResult, CellResult, CellStatus, ConnectionConfig, PublishedResults, Rows, Run, RunError,
     RunStatus, RunTrigger, StateEvent,
 };
 use crate::domain::template::{self, CellView, TemplateContext};
@@ -514,14 +514,9 @@ impl ExecutorService {
                     .await
                 {
                     Ok(out) => {
-                        fresh.push(self.cache_entry(
-                            run,
-                            key,
-                            &out.columns,
-                            &out.rows,
-                            out.row_count,
-                        ));
-                        ((out.columns, out.rows, out.row_count), false)
+                        let rows = Rows::from(out.rows);
+                        fresh.push(self.cache_entry(run, key, &out.columns, &rows, out.row_count));
+                        ((out.columns, rows, out.row_count), false)
                     }
                     Err(CellQueryError::Query(QueryError::Cancelled)) => {
                         return (results, Ending::Interrupted);
@@ -625,7 +620,7 @@ impl ExecutorService {
         run: &Run,
         key: String,
         columns: &[String],
-        rows: &[Vec<serde_json::Value>],
+        rows: &Rows,
         row_count: u64,
     ) -> CachedResult {
         let now = self.clock.now();
@@ -633,7 +628,7 @@ impl ExecutorService {
             workspace_id: run.workspace_id.clone(),
             key,
             columns: columns.to_vec(),
-            rows: rows.to_vec(),
+            rows: rows.clone(),
             row_count,
             created_at: now,
             expires_at: now + self.settings.cache_ttl,
@@ -653,7 +648,7 @@ fn errored_cell(cell_id: &str, error: String, started: Instant) -> CellResult {
         cell_id: cell_id.to_owned(),
         status: CellStatus::Errored,
         columns: Vec::new(),
-        rows: Vec::new(),
+        rows: Rows::default(),
         row_count: 0,
         duration_ms: millis(started),
         cache_hit: false,

@@ -59,7 +59,7 @@ fn cell(columns: &[&str], rows: Vec<Vec<Value>>, row_count: u64) -> CellResult {
         cell_id: "orders".into(),
         status: CellStatus::Completed,
         columns: columns.iter().map(|c| (*c).to_owned()).collect(),
-        rows,
+        rows: rows.into(),
         row_count,
         duration_ms: 1,
         cache_hit: false,

@@ -82,7 +82,7 @@ mod tests {
             workspace_id: "w".to_owned(),
             key: key.to_owned(),
             columns: vec!["n".to_owned()],
-            rows: vec![vec![serde_json::json!(1)]],
+            rows: vec![vec![serde_json::json!(1)]].into(),
             row_count: 1,
             created_at,
             expires_at,
