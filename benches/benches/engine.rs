@@ -25,8 +25,12 @@
 //!   (conditional start and finish writes, working directory, connector open, DAG plan,
 //!   templating, binding, the connector's result capture into JSON, the SQL-cache write);
 //! * `hit N`: the same run with `useCachedSqlResults: true` on a warm cache: every cell is
-//!   rendered and bound, its entry read from the cache and decoded; no connector is opened;
-//! * `exec 1` and `hit 1`: the same with a chain of one cell.
+//!   rendered and bound, its entry found among the decoded entries the store keeps in
+//!   memory; no connector is opened;
+//! * `table N`: the same hits with that memory emptied first
+//!   (`SqliteStore::forget_cached_results`), so every entry is read from the `sql_cache`
+//!   table and decoded: what the first hit on an entry costs in a freshly started process;
+//! * `exec 1`, `hit 1` and `table 1`: the same with a chain of one cell.
 //!
 //! Two readings. Whole runs: `exec N / CELLS` against `sql` (overhead = the difference,
 //! the run's fixed cost charged to its cells) and `exec N / hit N`. Per cell: the marginal
@@ -380,6 +384,8 @@ struct Figures {
     hit_n: Duration,
     exec_1: Duration,
     hit_1: Duration,
+    table_n: Duration,
+    table_1: Duration,
 }
 
 impl Figures {
@@ -389,6 +395,10 @@ impl Figures {
 
     fn marginal_hit(&self) -> f64 {
         minus(self.hit_n, self.hit_1) / (CELLS - 1) as f64
+    }
+
+    fn marginal_table(&self) -> f64 {
+        minus(self.table_n, self.table_1) / (CELLS - 1) as f64
     }
 }
 
@@ -472,6 +482,7 @@ async fn main() {
                 }
                 let (mut sql, mut exec_n, mut hit_n, mut exec_1, mut hit_1) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let (mut table_n, mut table_1) = (Vec::new(), Vec::new());
                 for _ in 0..iterations {
                     let mut alone = Duration::ZERO;
                     for i in 0..CELLS {
@@ -482,6 +493,10 @@ async fn main() {
                     hit_n.push(execute(&embedded, &long, rows, true).await);
                     exec_1.push(execute(&embedded, &short, rows, false).await);
                     hit_1.push(execute(&embedded, &short, rows, true).await);
+                    embedded.store.forget_cached_results();
+                    table_n.push(execute(&embedded, &long, rows, true).await);
+                    embedded.store.forget_cached_results();
+                    table_1.push(execute(&embedded, &short, rows, true).await);
                 }
                 let f = Figures {
                     label: format!("{name} {rows}"),
@@ -490,15 +505,20 @@ async fn main() {
                     hit_n: median(hit_n),
                     exec_1: median(exec_1),
                     hit_1: median(hit_1),
+                    table_n: median(table_n),
+                    table_1: median(table_1),
                 };
                 println!(
-                    "{:<24} sql {} | exec {CELLS} {} hit {CELLS} {} | exec 1 {} hit 1 {}",
+                    "{:<24} sql {} | exec {CELLS} {} hit {CELLS} {} table {CELLS} {} \
+                     | exec 1 {} hit 1 {} table 1 {}",
                     f.label,
                     us(f.sql),
                     us(f.exec_n),
                     us(f.hit_n),
+                    us(f.table_n),
                     us(f.exec_1),
-                    us(f.hit_1)
+                    us(f.hit_1),
+                    us(f.table_1)
                 );
                 figures.push(f);
             }
@@ -507,20 +527,30 @@ async fn main() {
 
     println!("\nwhole runs of {CELLS} cells, per cell (medians of {iterations} runs)");
     println!(
-        "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9}",
-        "warehouse shape rows", "sql", "exec/cell", "overhead", "hit/cell", "exec/hit"
+        "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12} {:>11}",
+        "warehouse shape rows",
+        "sql",
+        "exec/cell",
+        "overhead",
+        "hit/cell",
+        "exec/hit",
+        "table/cell",
+        "exec/table"
     );
     for f in &figures {
         let exec = f.exec_n / CELLS as u32;
         let hit = f.hit_n / CELLS as u32;
+        let table = f.table_n / CELLS as u32;
         println!(
-            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>8.1}×",
+            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>8.1}× {:>12} {:>10.1}×",
             f.label,
             us(f.sql),
             us(exec),
             us_signed(minus(exec, f.sql)),
             us(hit),
-            f.exec_n.as_secs_f64() / f.hit_n.as_secs_f64()
+            f.exec_n.as_secs_f64() / f.hit_n.as_secs_f64(),
+            us(table),
+            f.exec_n.as_secs_f64() / f.table_n.as_secs_f64()
         );
     }
     println!(
@@ -528,26 +558,30 @@ async fn main() {
         CELLS - 1
     );
     println!(
-        "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12} {:>12}",
+        "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12} {:>11} {:>12} {:>12}",
         "warehouse shape rows",
         "sql",
         "exec",
         "overhead",
         "hit",
         "exec/hit",
+        "table hit",
+        "exec/table",
         "fixed exec",
         "fixed hit"
     );
     for f in &figures {
-        let (exec, hit) = (f.marginal_exec(), f.marginal_hit());
+        let (exec, hit, table) = (f.marginal_exec(), f.marginal_hit(), f.marginal_table());
         println!(
-            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>8.1}× {:>12} {:>12}",
+            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>8.1}× {:>12} {:>10.1}× {:>12} {:>12}",
             f.label,
             us(f.sql),
             us_signed(exec),
             us_signed(exec - f.sql.as_secs_f64()),
             us_signed(hit),
             exec / hit,
+            us_signed(table),
+            exec / table,
             us_signed(f.exec_1.as_secs_f64() - exec),
             us_signed(f.hit_1.as_secs_f64() - hit),
         );

@@ -1,6 +1,7 @@
 //! `SqlCacheStore` over `sql_cache`: query results by (workspace, key). Reads hide expired
 //! entries; writes overwrite and reclaim a few expired ones on the way, so the table does
-//! not grow without bound and no separate sweeper is needed.
+//! not grow without bound and no separate sweeper is needed. Entries this process wrote or
+//! read recently are answered from memory (`cache_memo`), without decoding.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,21 +23,52 @@ impl SqlCacheStore for SqliteStore {
         key: &str,
         as_of: DateTime<Utc>,
     ) -> Result<Option<CachedResult>, PortError> {
-        let (ws, key) = (workspace_id.to_owned(), key.to_owned());
+        let memo = &self.pool.cache_memo;
+        if let Some(hit) = memo.get(workspace_id, key, as_of) {
+            return Ok(Some(hit));
+        }
+        let generation = memo.generation();
         let as_of = ts(&as_of);
-        self.read(move |conn| {
-            query_opt(
-                conn,
-                "SELECT body FROM sql_cache
-                 WHERE workspace_id = ?1 AND cache_key = ?2 AND expires_at > ?3",
-                (&ws, &key, &as_of),
-                |row| from_json(&row.get::<_, String>(0).map_err(db_err)?, "cached result"),
-            )
-        })
-        .await
+        let stored: Option<CachedResult> = self
+            .read(|conn| {
+                query_opt(
+                    conn,
+                    "SELECT body FROM sql_cache
+                     WHERE workspace_id = ?1 AND cache_key = ?2 AND expires_at > ?3",
+                    (workspace_id, key, &as_of),
+                    |row| from_json(&row.get::<_, String>(0).map_err(db_err)?, "cached result"),
+                )
+            })
+            .await?;
+        if let Some(entry) = &stored {
+            memo.fill(entry, generation);
+        }
+        Ok(stored)
     }
 
     async fn put_cached(&self, entry: &CachedResult) -> Result<(), PortError> {
+        match self.put_in_table(entry).await {
+            Ok(()) => {
+                self.pool.cache_memo.put(entry);
+                Ok(())
+            }
+            Err(e) => {
+                // The table holds the old entry or the new one: let the next read decide.
+                self.pool.cache_memo.forget(&entry.workspace_id, &entry.key);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Empties this process's memory of SQL-cache entries; the table keeps them. For
+    /// measuring reads from the table, and for tests.
+    pub fn forget_cached_results(&self) {
+        self.pool.cache_memo.clear();
+    }
+
+    async fn put_in_table(&self, entry: &CachedResult) -> Result<(), PortError> {
         let (ws, key) = (entry.workspace_id.clone(), entry.key.clone());
         let expires_at = ts(&entry.expires_at);
         // The entry's creation time stands in for "now": whatever expired before it is
@@ -121,6 +153,46 @@ mod tests {
                 .expect("get")
                 .is_some(),
             "the entry just written is not reclaimed"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_are_answered_from_memory_and_from_the_table_once_memory_is_cleared() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        store
+            .put_cached(&entry("k", minute(0), minute(30)))
+            .await
+            .expect("put");
+        // Change the row behind the store's back: only a read of the table sees it.
+        lock(&store.pool.writer)
+            .execute(
+                "UPDATE sql_cache SET body = json_set(body, '$.rowCount', 7)",
+                [],
+            )
+            .expect("update");
+        let read = || async {
+            store
+                .get_cached("w", "k", minute(1))
+                .await
+                .expect("get")
+                .expect("fresh")
+                .row_count
+        };
+        assert_eq!(read().await, 1, "from memory");
+        store.forget_cached_results();
+        assert_eq!(read().await, 7, "from the table");
+        lock(&store.pool.writer)
+            .execute("DELETE FROM sql_cache", [])
+            .expect("delete");
+        assert_eq!(read().await, 7, "the table's entry was kept in memory");
+        assert!(
+            store
+                .get_cached("w", "k", minute(30))
+                .await
+                .expect("get")
+                .is_none(),
+            "expired in memory as in the table"
         );
     }
 }

@@ -27,6 +27,7 @@
 //! DynamoDB adapter runs the same suite.
 
 mod cache;
+mod cache_memo;
 mod codec;
 mod connections;
 mod deliveries;
@@ -96,6 +97,8 @@ struct Pool {
     readers: Box<[Mutex<Connection>]>,
     next_reader: AtomicUsize,
     checkpointer: Checkpointer,
+    /// Decoded SQL-cache entries in front of `sql_cache` (see `cache_memo`).
+    cache_memo: cache_memo::CacheMemo,
 }
 
 impl SqliteStore {
@@ -144,6 +147,7 @@ impl SqliteStore {
                 readers: readers.into_boxed_slice(),
                 next_reader: AtomicUsize::new(0),
                 checkpointer,
+                cache_memo: cache_memo::CacheMemo::new(cache_memo::DEFAULT_BUDGET),
             }),
         })
     }
