@@ -2,7 +2,7 @@
 //! schedules and runs. Plain data with serde shapes that match the HTTP API, so the same
 //! types travel from the store to the response without a parallel hierarchy of DTOs.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -478,8 +478,80 @@ pub enum CellStatus {
 
 /// A query result's rows, each a list of values in column order. Shared rather than
 /// copied: one result is at once a cell's output, its downstream templates' input and its
-/// SQL-cache entry, and a cache hit hands the same rows to every run that asks.
-pub type Rows = Arc<[Vec<serde_json::Value>]>;
+/// SQL-cache entry, and a cache hit hands the same rows to every run that asks. Clones
+/// share an identity, so a store can keep one copy of a result that many runs show
+/// (`Rows::id`); equality and the serialized form are the values alone.
+#[derive(Clone, Default)]
+pub struct Rows(Arc<SharedRows>);
+
+#[derive(Default)]
+struct SharedRows {
+    values: Vec<Vec<serde_json::Value>>,
+    id: OnceLock<uuid::Uuid>,
+}
+
+impl Rows {
+    /// Rows a store kept under `id` (see [`Rows::id`]).
+    pub fn stored(values: Vec<Vec<serde_json::Value>>, id: uuid::Uuid) -> Rows {
+        Rows(Arc::new(SharedRows {
+            values,
+            id: OnceLock::from(id),
+        }))
+    }
+
+    /// This result's identity, the same for every clone: drawn when first asked for, or
+    /// the one it was stored under.
+    pub fn id(&self) -> uuid::Uuid {
+        *self.0.id.get_or_init(uuid::Uuid::new_v4)
+    }
+
+    /// Whether anything ever asked for the identity, i.e. whether a store may already
+    /// hold these rows under it. `false` means certainly not.
+    pub fn has_id(&self) -> bool {
+        self.0.id.get().is_some()
+    }
+}
+
+impl From<Vec<Vec<serde_json::Value>>> for Rows {
+    fn from(values: Vec<Vec<serde_json::Value>>) -> Rows {
+        Rows(Arc::new(SharedRows {
+            values,
+            id: OnceLock::new(),
+        }))
+    }
+}
+
+impl std::ops::Deref for Rows {
+    type Target = [Vec<serde_json::Value>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.values
+    }
+}
+
+impl PartialEq for Rows {
+    fn eq(&self, other: &Rows) -> bool {
+        self.0.values == other.0.values
+    }
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.values.fmt(f)
+    }
+}
+
+impl Serialize for Rows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.values.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Rows, D::Error> {
+        Vec::deserialize(deserializer).map(Rows::from)
+    }
+}
 
 /// What one SQL cell produced in a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::codec::{from_json, to_json, ts};
-use super::{SqliteStore, db_err, exec, query_opt};
+use super::{SqliteStore, db_err, exec, query_opt, result_rows};
 use crate::domain::model::CachedResult;
 use crate::ports::{PortError, SqlCacheStore};
 
@@ -33,10 +33,17 @@ impl SqlCacheStore for SqliteStore {
             .read(|conn| {
                 query_opt(
                     conn,
-                    "SELECT body FROM sql_cache
+                    "SELECT body, rows_id FROM sql_cache
                      WHERE workspace_id = ?1 AND cache_key = ?2 AND expires_at > ?3",
                     (workspace_id, key, &as_of),
-                    |row| from_json(&row.get::<_, String>(0).map_err(db_err)?, "cached result"),
+                    |row| {
+                        let body = row.get::<_, String>(0).map_err(db_err)?;
+                        let mut entry: CachedResult = from_json(&body, "cached result")?;
+                        if let Some(id) = row.get::<_, Option<String>>(1).map_err(db_err)? {
+                            entry.rows = result_rows::load(conn, workspace_id, &id)?;
+                        }
+                        Ok(entry)
+                    },
                 )
             })
             .await?;
@@ -74,16 +81,31 @@ impl SqliteStore {
         // The entry's creation time stands in for "now": whatever expired before it is
         // unreadable by anyone.
         let now = ts(&entry.created_at);
-        let body = to_json(entry)?;
+        // Rows of many rows are stored apart, shared with the runs that show them.
+        let shared = result_rows::prepare(&entry.rows)?;
+        let (body, rows_id) = match &shared {
+            None => (to_json(entry)?, None),
+            Some(prepared) => {
+                let stripped = CachedResult {
+                    rows: Default::default(),
+                    ..entry.clone()
+                };
+                (to_json(&stripped)?, Some(prepared.id().to_string()))
+            }
+        };
         self.write(move |tx| {
             exec(
                 tx,
-                "INSERT INTO sql_cache (workspace_id, cache_key, expires_at, body)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO sql_cache (workspace_id, cache_key, expires_at, body, rows_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (workspace_id, cache_key)
-                 DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body",
-                (&ws, &key, &expires_at, &body),
+                 DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body,
+                     rows_id = excluded.rows_id",
+                (&ws, &key, &expires_at, &body, &rows_id),
             )?;
+            if let Some(prepared) = &shared {
+                result_rows::keep(tx, &ws, &expires_at, prepared)?;
+            }
             exec(
                 tx,
                 "DELETE FROM sql_cache WHERE rowid IN (

@@ -36,6 +36,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "leaner run indexes: run log by schedule alone, fire times from it",
         sql: V4_LEANER_RUN_INDEXES,
     },
+    Migration {
+        version: 5,
+        description: "query results stored once, shared by runs and SQL-cache entries",
+        sql: V5_SHARED_RESULT_ROWS,
+    },
 ];
 
 /// Timestamps are fixed-width RFC 3339 text (see `codec::ts`), booleans 0/1 integers.
@@ -244,6 +249,24 @@ DROP INDEX runs_fire_times;
 DROP INDEX runs_by_schedule;
 CREATE INDEX runs_by_schedule ON runs (schedule_id, log_at DESC, run_id DESC)
     WHERE schedule_id IS NOT NULL;
+"#;
+
+/// A result's rows (up to 1,000 per cell) are stored once and referenced by every run and
+/// SQL-cache entry that shows them, instead of inside each body: a run answered from the
+/// cache then writes a reference, not the rows again (BENCHMARKS.md §7). A row lives as
+/// long as the longest-lived of the records that reference it (`expires_at` only grows).
+/// `runs.cell_rows` lists a run's referenced results as `[[cell index, id], ...]`;
+/// `sql_cache.rows_id` is the entry's. Small results stay inline (NULL here).
+const V5_SHARED_RESULT_ROWS: &str = r#"
+CREATE TABLE result_rows (
+    id           TEXT NOT NULL PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    rows         TEXT NOT NULL
+) STRICT;
+CREATE INDEX result_rows_by_expiry ON result_rows (expires_at);
+ALTER TABLE runs ADD COLUMN cell_rows TEXT;
+ALTER TABLE sql_cache ADD COLUMN rows_id TEXT;
 "#;
 
 /// Brings the database up to the newest of `steps` and returns the versions it applied.
@@ -479,7 +502,7 @@ mod tests {
                  '2026-06-01T00:00:00.000000000Z', '{}', 1, 0);",
         )
         .expect("v3 rows");
-        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("v4"), vec![4]);
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..4]).expect("v4"), vec![4]);
         let log: Vec<String> = conn
             .prepare(
                 "SELECT run_id FROM runs INDEXED BY runs_by_schedule

@@ -35,6 +35,7 @@ mod integrations;
 mod migrations;
 mod projects;
 mod rate_limits;
+mod result_rows;
 mod results;
 mod run_path;
 mod runs;

@@ -6,17 +6,29 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Row, Transaction};
+use rusqlite::{Connection, Row, Transaction};
 
 use super::codec::{
     MAX_PAGE, after, before, finish_page, flag, from_json, page_size, parse_ts, to_json, ts,
 };
+use super::result_rows::{self, PreparedRows};
 use super::{SqliteStore, db_err, exec, query_all, query_opt};
 use crate::domain::model::{Run, RunGuard};
 use crate::ports::{Page, PageRequest, PortError, RunCreated, RunEventOutbox, RunFilter, RunStore};
 
-fn run_from_row(row: &Row<'_>) -> Result<Run, PortError> {
-    from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")
+/// A run from a row of `SELECT body, cell_rows`, its shared results read back in.
+fn run_from_row(conn: &Connection, row: &Row<'_>) -> Result<Run, PortError> {
+    let mut run: Run = from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")?;
+    if let Some(refs) = row.get::<_, Option<String>>(1).map_err(db_err)? {
+        let refs: Vec<(usize, String)> = from_json(&refs, "run result references")?;
+        for (index, id) in refs {
+            let rows = result_rows::load(conn, &run.workspace_id, &id)?;
+            if let Some(cell) = run.cells.get_mut(index) {
+                cell.rows = rows;
+            }
+        }
+    }
+    Ok(run)
 }
 
 /// The run log's sort key: the nominal fire time, or the creation time of runs that have
@@ -31,7 +43,7 @@ fn run_key(run: &Run) -> [String; 2] {
 
 /// A schedule's run log, newest first, from `runs_by_schedule`; the workspace is checked on
 /// the row.
-const LIST_SCHEDULE_RUNS: &str = "SELECT body FROM runs
+const LIST_SCHEDULE_RUNS: &str = "SELECT body, cell_rows FROM runs
      WHERE workspace_id = ?1 AND schedule_id = ?2
        AND (log_at, run_id) < (?3, ?4)
        AND expires_at > ?5
@@ -40,7 +52,7 @@ const LIST_SCHEDULE_RUNS: &str = "SELECT body FROM runs
 
 /// A project's runs: a NULL parameter switches its filter off, keeping one statement to
 /// cache; `runs_by_project` yields the order and the filters are checked on the way.
-const LIST_PROJECT_RUNS: &str = "SELECT body FROM runs
+const LIST_PROJECT_RUNS: &str = "SELECT body, cell_rows FROM runs
      WHERE workspace_id = ?1 AND project_id = ?2
        AND (?3 IS NULL OR status = ?3)
        AND (?4 IS NULL OR run_trigger = ?4)
@@ -50,14 +62,14 @@ const LIST_PROJECT_RUNS: &str = "SELECT body FROM runs
 
 /// The sweeper's view. The status list repeats the `WHERE` of the partial index
 /// `runs_active` word for word, which is what lets SQLite use it.
-const LIST_ACTIVE_RUNS: &str = "SELECT body FROM runs
+const LIST_ACTIVE_RUNS: &str = "SELECT body, cell_rows FROM runs
      WHERE status IN ('PENDING', 'RUNNING') AND run_id > ?1
      ORDER BY run_id
      LIMIT ?2";
 
 /// The outbox's view: runs whose event is still to be published. Repeats the `WHERE` of
 /// the partial index `runs_event_pending`.
-const LIST_PENDING_EVENTS: &str = "SELECT body FROM runs
+const LIST_PENDING_EVENTS: &str = "SELECT body, cell_rows FROM runs
      WHERE event_pending = 1 AND run_id > ?1
      ORDER BY run_id
      LIMIT ?2";
@@ -90,12 +102,49 @@ type RunRow = (
     u32,
     String,
     i64,
+    Option<String>,
 );
 
+/// A run ready to write: its row, and the results stored apart from its body.
+struct EncodedRun {
+    row: RunRow,
+    shared: Vec<PreparedRows>,
+}
+
+impl EncodedRun {
+    /// Inside the transaction that wrote the row: the results it references are kept at
+    /// least as long as the run.
+    fn keep_results(&self, tx: &Transaction<'_>) -> Result<(), PortError> {
+        for prepared in &self.shared {
+            result_rows::keep(tx, &self.row.1, &self.row.9, prepared)?;
+        }
+        Ok(())
+    }
+}
+
 /// The row of `r`: the indexed columns are copies of fields of the JSON body, always
-/// written together with it.
-fn columns(r: &Run) -> Result<RunRow, PortError> {
-    Ok((
+/// written together with it. Results of many rows are stored apart (`result_rows`): the
+/// body keeps them empty and `cell_rows` says where they are.
+fn columns(r: &Run) -> Result<EncodedRun, PortError> {
+    let mut shared = Vec::new();
+    let mut refs = Vec::new();
+    for (index, cell) in r.cells.iter().enumerate() {
+        if let Some(prepared) = result_rows::prepare(&cell.rows)? {
+            refs.push((index, prepared.id().to_string()));
+            shared.push(prepared);
+        }
+    }
+    let (body, cell_rows) = if refs.is_empty() {
+        (to_json(r)?, None)
+    } else {
+        // A clone shares the rows, so emptying the shared ones copies nothing.
+        let mut stripped = r.clone();
+        for (index, _) in &refs {
+            stripped.cells[*index].rows = Default::default();
+        }
+        (to_json(&stripped)?, Some(to_json(&refs)?))
+    };
+    let row = (
         r.run_id.clone(),
         r.workspace_id.clone(),
         r.project_id.clone(),
@@ -107,33 +156,40 @@ fn columns(r: &Run) -> Result<RunRow, PortError> {
         log_at(r),
         ts(&r.expires_at),
         r.attempt,
-        to_json(r)?,
+        body,
         flag(r.event_pending),
-    ))
+        cell_rows,
+    );
+    Ok(EncodedRun { row, shared })
 }
 
 /// The conditional create of one run, inside the caller's transaction.
-fn insert_if_absent(tx: &Transaction<'_>, row: RunRow) -> Result<RunCreated, PortError> {
-    let (run_id, workspace_id) = (row.0.clone(), row.1.clone());
+fn insert_if_absent(tx: &Transaction<'_>, run: &EncodedRun) -> Result<RunCreated, PortError> {
+    let row = &run.row;
+    let (run_id, workspace_id) = (&row.0, &row.1);
     let inserted = exec(
         tx,
         "INSERT INTO runs (run_id, workspace_id, project_id, schedule_id, run_trigger,
              status, scheduled_for, created_at, log_at, expires_at, attempt, body,
-             event_pending)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             event_pending, cell_rows)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (run_id) DO NOTHING",
-        row,
+        rusqlite::params![
+            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10, row.11,
+            row.12, row.13,
+        ],
     )?;
     if inserted == 1 {
+        run.keep_results(tx)?;
         return Ok(RunCreated::Created);
     }
     // The id is taken. Hand back the stored run, but only within the same workspace:
     // another tenant's run is neither overwritten nor revealed.
     query_opt(
         tx,
-        "SELECT body FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
-        (&workspace_id, &run_id),
-        run_from_row,
+        "SELECT body, cell_rows FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
+        (workspace_id, run_id),
+        |r| run_from_row(tx, r),
     )?
     .map(|existing| RunCreated::Existing(Box::new(existing)))
     .ok_or(PortError::AlreadyExists)
@@ -142,8 +198,8 @@ fn insert_if_absent(tx: &Transaction<'_>, row: RunRow) -> Result<RunCreated, Por
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError> {
-        let row = columns(run)?;
-        self.write(move |tx| insert_if_absent(tx, row)).await
+        let encoded = columns(run)?;
+        self.write(move |tx| insert_if_absent(tx, &encoded)).await
     }
 
     /// Every run in one transaction. A run the store refuses on its own (its id taken in
@@ -170,7 +226,7 @@ impl RunStore for SqliteStore {
                     let result = match row {
                         // A run that could not be encoded never reaches the table.
                         Err(e) => Err(e),
-                        Ok(row) => match insert_if_absent(tx, row) {
+                        Ok(row) => match insert_if_absent(tx, &row) {
                             // Refused for this run alone: SQLite undid the failed
                             // statement and the transaction goes on.
                             Err(e @ (PortError::AlreadyExists | PortError::NotFound)) => Err(e),
@@ -191,9 +247,9 @@ impl RunStore for SqliteStore {
         self.read(move |conn| {
             query_opt(
                 conn,
-                "SELECT body FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
+                "SELECT body, cell_rows FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
                 (&ws, &id),
-                run_from_row,
+                |r| run_from_row(conn, r),
             )
         })
         .await
@@ -215,7 +271,7 @@ impl RunStore for SqliteStore {
                 conn,
                 LIST_SCHEDULE_RUNS,
                 (&ws, &schedule, &before_at, &before_id, &as_of, size + 1),
-                run_from_row,
+                |r| run_from_row(conn, r),
             )?;
             Ok(finish_page(items, size, run_key))
         })
@@ -234,15 +290,17 @@ impl RunStore for SqliteStore {
 
     async fn update_run(&self, run: &Run, expected: RunGuard) -> Result<(), PortError> {
         let (ws, id) = (run.workspace_id.clone(), run.run_id.clone());
-        let row = columns(run)?;
+        let encoded = columns(run)?;
         self.write(move |tx| {
+            let row = &encoded.row;
             // The guard is in the WHERE clause, so checking and replacing are one step.
             // The workspace and id of the row never change (?1, ?2 only select it).
             let changed = exec(
                 tx,
                 "UPDATE runs SET project_id = ?3, schedule_id = ?4, run_trigger = ?5,
                      status = ?6, scheduled_for = ?7, created_at = ?8, log_at = ?9,
-                     expires_at = ?10, attempt = ?11, body = ?12, event_pending = ?13
+                     expires_at = ?10, attempt = ?11, body = ?12, event_pending = ?13,
+                     cell_rows = ?16
                  WHERE run_id = ?1 AND workspace_id = ?2 AND status = ?14 AND attempt = ?15",
                 rusqlite::params![
                     row.0,
@@ -260,10 +318,11 @@ impl RunStore for SqliteStore {
                     row.12,
                     expected.status.as_str(),
                     expected.attempt,
+                    row.13,
                 ],
             )?;
             if changed == 1 {
-                return Ok(());
+                return encoded.keep_results(tx);
             }
             // Nothing matched: tell a stale guard from a run that is not there (in this
             // workspace; another tenant's run of the same id is not revealed).
@@ -300,7 +359,7 @@ impl RunStore for SqliteStore {
                 conn,
                 LIST_PROJECT_RUNS,
                 rusqlite::params![ws, project, status, trigger, as_of, limit, offset],
-                run_from_row,
+                |r| run_from_row(conn, r),
             )
         })
         .await
@@ -310,7 +369,9 @@ impl RunStore for SqliteStore {
         let size = page_size(page);
         let [after_id] = after::<1>(page)?;
         self.read(move |conn| {
-            let items = query_all(conn, LIST_ACTIVE_RUNS, (&after_id, size + 1), run_from_row)?;
+            let items = query_all(conn, LIST_ACTIVE_RUNS, (&after_id, size + 1), |r| {
+                run_from_row(conn, r)
+            })?;
             Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
         })
         .await
@@ -327,6 +388,9 @@ impl RunStore for SqliteStore {
                      SELECT run_id FROM runs WHERE expires_at <= ?1 LIMIT ?2)",
                 (&as_of, limit),
             )?;
+            // Stored results outlive every record that references them, so those expired
+            // by now are no one's any more.
+            result_rows::purge(tx, &as_of, limit)?;
             Ok(n as u64)
         })
         .await
@@ -341,12 +405,9 @@ impl RunEventOutbox for SqliteStore {
         let size = page_size(page);
         let [after_id] = after::<1>(page)?;
         self.read(move |conn| {
-            let items = query_all(
-                conn,
-                LIST_PENDING_EVENTS,
-                (&after_id, size + 1),
-                run_from_row,
-            )?;
+            let items = query_all(conn, LIST_PENDING_EVENTS, (&after_id, size + 1), |r| {
+                run_from_row(conn, r)
+            })?;
             Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
         })
         .await
@@ -378,8 +439,11 @@ mod tests {
 
     use super::*;
     use crate::adapters::local::sqlite::lock;
-    use crate::domain::model::{Plan, Project, RunStatus, RunTrigger, StateEvent, Workspace};
-    use crate::ports::{ProjectStore, WorkspaceStore};
+    use crate::domain::model::{
+        CachedResult, CellResult, CellStatus, Plan, Project, Rows, RunStatus, RunTrigger,
+        StateEvent, Workspace,
+    };
+    use crate::ports::{ProjectStore, SqlCacheStore, WorkspaceStore};
 
     fn at(hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 6, 1, hour, 0, 0)
@@ -446,6 +510,155 @@ mod tests {
             event_pending: false,
             notifications: Vec::new(),
         }
+    }
+
+    /// A completed run showing `rows` in its one cell.
+    fn run_showing(run_id: &str, rows: &Rows, expires_at: DateTime<Utc>) -> Run {
+        Run {
+            status: RunStatus::Completed,
+            expires_at,
+            cells: vec![CellResult {
+                cell_id: "c".into(),
+                status: CellStatus::Completed,
+                columns: vec!["n".into(), "label".into()],
+                rows: rows.clone(),
+                row_count: rows.len() as u64,
+                duration_ms: 1,
+                cache_hit: false,
+                error: None,
+            }],
+            ..run(run_id, "p")
+        }
+    }
+
+    fn many_rows(n: usize) -> Rows {
+        (0..n)
+            .map(|i| vec![serde_json::json!(i), serde_json::json!(format!("row {i}"))])
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// (id, expires_at) of every stored result.
+    fn stored_results(store: &SqliteStore) -> Vec<(String, String)> {
+        let conn = lock(&store.pool.writer);
+        let mut stmt = conn
+            .prepare("SELECT id, expires_at FROM result_rows ORDER BY id")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows")
+    }
+
+    #[tokio::test]
+    async fn a_result_shown_by_runs_and_a_cache_entry_is_stored_once_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let rows = many_rows(result_rows::SHARED_MIN_ROWS + 4);
+        store
+            .create_run_if_absent(&run_showing("r1", &rows, at(10)))
+            .await
+            .expect("first run");
+        store
+            .put_cached(&CachedResult {
+                workspace_id: "w".into(),
+                key: "k".into(),
+                columns: vec!["n".into(), "label".into()],
+                rows: rows.clone(),
+                row_count: rows.len() as u64,
+                created_at: at(1),
+                expires_at: at(12),
+            })
+            .await
+            .expect("cache entry");
+        // A second run answered from that entry.
+        store
+            .create_run_if_absent(&run_showing("r2", &rows, at(11)))
+            .await
+            .expect("second run");
+
+        let stored = stored_results(&store);
+        assert_eq!(stored.len(), 1, "one copy: {stored:?}");
+        assert_eq!(stored[0].0, rows.id().to_string());
+        assert_eq!(
+            stored[0].1,
+            ts(&at(12)),
+            "as long as its longest-lived record"
+        );
+        let inline: i64 = lock(&store.pool.writer)
+            .query_row(
+                "SELECT SUM(json_array_length(body, '$.cells[0].rows')) FROM runs",
+                [],
+                |r| r.get(0),
+            )
+            .expect("bodies");
+        assert_eq!(inline, 0, "the bodies hold no rows");
+
+        for id in ["r1", "r2"] {
+            let read = store.get_run("w", id).await.expect("get").expect("found");
+            assert_eq!(read.cells[0].rows, rows, "{id}");
+            assert_eq!(
+                read.cells[0].rows.id(),
+                rows.id(),
+                "{id} keeps the identity"
+            );
+        }
+        let listed = store
+            .list_project_runs("w", "p", &RunFilter::default(), at(2), 0, 10)
+            .await
+            .expect("list");
+        assert!(listed.iter().all(|r| r.cells[0].rows == rows));
+        store.forget_cached_results();
+        let entry = store
+            .get_cached("w", "k", at(2))
+            .await
+            .expect("get")
+            .expect("fresh");
+        assert_eq!(entry.rows, rows);
+        assert!(
+            store.get_run("other", "r1").await.expect("get").is_none(),
+            "another workspace reads nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn stored_results_go_once_their_last_record_has_expired() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let (short, long) = (many_rows(20), many_rows(30));
+        store
+            .create_run_if_absent(&run_showing("r1", &short, at(5)))
+            .await
+            .expect("run");
+        store
+            .create_run_if_absent(&run_showing("r2", &long, at(9)))
+            .await
+            .expect("run");
+        assert_eq!(stored_results(&store).len(), 2);
+        store.purge_expired_runs(at(5), 100).await.expect("purge");
+        assert_eq!(
+            stored_results(&store),
+            [(long.id().to_string(), ts(&at(9)))],
+            "r1's result went with it, r2's stays"
+        );
+        let r2 = store.get_run("w", "r2").await.expect("get").expect("found");
+        assert_eq!(r2.cells[0].rows, long);
+        store.purge_expired_runs(at(9), 100).await.expect("purge");
+        assert!(stored_results(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn small_results_stay_in_the_run_body() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let rows = many_rows(result_rows::SHARED_MIN_ROWS - 1);
+        store
+            .create_run_if_absent(&run_showing("r", &rows, at(5)))
+            .await
+            .expect("run");
+        assert!(stored_results(&store).is_empty());
+        let read = store.get_run("w", "r").await.expect("get").expect("found");
+        assert_eq!(read.cells[0].rows, rows);
     }
 
     #[tokio::test]
