@@ -57,7 +57,7 @@ use scheduled_runs::services::executor::ExecuteOutcome;
 use scheduled_runs_benches::{machine, percentile};
 use tokio_postgres::types::{FromSql, Type};
 
-const CELLS: usize = 5;
+const CELLS: usize = 10;
 const TABLE_ROWS: i64 = 100_000;
 
 struct Shape {

@@ -618,6 +618,39 @@ mod tests {
     }
 
     #[test]
+    fn every_render_numbers_and_collects_its_own_binds() {
+        // Renders on several threads at once must neither see nor number each other's
+        // values.
+        let renders: Vec<_> = (0..8i64)
+            .map(|n| {
+                std::thread::spawn(move || {
+                    let i = inputs(json!({ "a": n, "b": format!("t{n}") }));
+                    (0..50)
+                        .map(|_| {
+                            render_with(
+                                "SELECT {{ a }}, {{ b }}",
+                                &i,
+                                &HashMap::new(),
+                                Dialect::Sqlite,
+                            )
+                            .expect("renders")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (n, render) in renders.into_iter().enumerate() {
+            for out in render.join().expect("thread") {
+                assert_eq!(out.sql, "SELECT ?1, ?2");
+                assert_eq!(
+                    out.binds,
+                    vec![SqlValue::Int(n as i64), SqlValue::Text(format!("t{n}"))]
+                );
+            }
+        }
+    }
+
+    #[test]
     fn value_types_map_to_binds() {
         let out = render(
             "{{ n }} {{ f }} {{ b }} {{ s }} {{ z }} {{ 2.0 }} {{ 1 + 1 }}",
