@@ -620,6 +620,7 @@ impl Aws {
                 lease: Duration::seconds(60),
                 ..ExecutorSettings::new(std::env::temp_dir().join("scheduled-runs"))
             },
+            plans: Default::default(),
         })
     }
 

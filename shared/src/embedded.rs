@@ -196,6 +196,7 @@ impl Embedded {
             events: publisher.clone(),
             clock: clock.clone(),
             settings: config.executor.clone(),
+            plans: Default::default(),
         });
         let maintenance = Arc::new(MaintenanceService {
             workspaces: shared.clone(),

@@ -225,6 +225,7 @@ pub async fn pipeline(s: &Stores) -> Pipeline {
         events: events.clone(),
         clock: clock.clone(),
         settings,
+        plans: Default::default(),
     });
     Pipeline {
         stores: s.clone(),

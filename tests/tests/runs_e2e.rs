@@ -926,6 +926,7 @@ fn executor_with_load(app: &TestApp, failure: fn() -> PortError) -> ExecutorServ
         events: e.events.clone(),
         clock: e.clock.clone(),
         settings: e.settings.clone(),
+        plans: Default::default(),
     }
 }
 

@@ -490,6 +490,7 @@ impl Deployment {
             events: x.events.clone(),
             clock: x.clock.clone(),
             settings: x.settings.clone(),
+            plans: Default::default(),
         });
         e.timer.load(&e.store, &e.store).await.expect("timer load");
         let timer = tokio::spawn(e.timer.clone().run(dispatch));

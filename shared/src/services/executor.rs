@@ -12,17 +12,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::cells;
+use crate::domain::cells::{self, VersionError};
 use crate::domain::inputs;
 use crate::domain::model::{
-    CachedResult, CellResult, CellStatus, ConnectionConfig, PublishedResults, Rows, Run, RunError,
-    RunStatus, RunTrigger, StateEvent,
+    CachedResult, CellResult, CellStatus, ConnectionConfig, ProjectVersion, PublishedResults, Rows,
+    Run, RunError, RunStatus, RunTrigger, StateEvent,
 };
 use crate::domain::template::{self, CellView, TemplateContext};
 use crate::ports::{
@@ -84,6 +84,45 @@ pub struct ExecutorService {
     pub events: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub settings: ExecutorSettings,
+    pub plans: PlanCache,
+}
+
+/// The execution plans of the versions this process ran lately. Planning parses every
+/// cell's template for the cells it reads, on every run, and a published version never
+/// changes, so its plan is worked out once.
+#[derive(Default)]
+pub struct PlanCache {
+    plans: Mutex<HashMap<(String, String, u32), Arc<[String]>>>,
+}
+
+/// Versions whose plans are kept; past it the cache starts over, which costs one planning
+/// per version run since.
+const PLANS_KEPT: usize = 1024;
+
+impl PlanCache {
+    /// The plan of `version` of a project of the workspace (see `cells::execution_plan`).
+    pub fn plan(
+        &self,
+        workspace_id: &str,
+        version: &ProjectVersion,
+    ) -> Result<Arc<[String]>, VersionError> {
+        let key = (
+            workspace_id.to_owned(),
+            version.project_id.clone(),
+            version.version,
+        );
+        let lock = || self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = lock().get(&key) {
+            return Ok(Arc::clone(plan));
+        }
+        let plan: Arc<[String]> = cells::execution_plan(&version.body)?.into();
+        let mut plans = lock();
+        if plans.len() >= PLANS_KEPT {
+            plans.clear();
+        }
+        plans.insert(key, Arc::clone(&plan));
+        Ok(plan)
+    }
 }
 
 /// A data connection as one run uses it: the configuration, unsealed when a cell first
@@ -421,7 +460,7 @@ impl ExecutorService {
             );
         };
         let body = &version.body;
-        let plan = match cells::execution_plan(body) {
+        let plan = match self.plans.plan(&run.workspace_id, version) {
             Ok(plan) => plan,
             Err(e) => return (results, fail("INVALID_VERSION", e.message, None)),
         };
@@ -439,8 +478,8 @@ impl ExecutorService {
         let mut connections: HashMap<String, RunConnection> = HashMap::new();
         let deadline =
             run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
-        for cell_id in plan {
-            let Some(cell) = body.cells.iter().find(|c| c.id == cell_id) else {
+        for cell_id in plan.iter() {
+            let Some(cell) = body.cells.iter().find(|c| &c.id == cell_id) else {
                 continue;
             };
             if cancel.is_cancelled() || self.clock.now() >= deadline {
@@ -698,6 +737,71 @@ async fn watch(
             Err(e) => {
                 tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e, "lease renewal failed");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::model::{AppDef, Cell, CellType, VersionBody};
+
+    fn version(project_id: &str, number: u32, app: &str) -> ProjectVersion {
+        let cell = |id: &str, sql: &str| Cell {
+            id: id.into(),
+            cell_type: CellType::Sql,
+            connection: "wh".into(),
+            sql: sql.into(),
+        };
+        ProjectVersion {
+            project_id: project_id.into(),
+            version: number,
+            body: VersionBody {
+                inputs: Vec::new(),
+                cells: vec![
+                    cell("a", "SELECT 1"),
+                    cell("b", "SELECT {{ cells.a.value }}"),
+                ],
+                app: AppDef {
+                    cells: vec![app.into()],
+                },
+            },
+            published_at: Utc
+                .with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+                .single()
+                .expect("instant"),
+            published_by: "u".into(),
+        }
+    }
+
+    #[test]
+    fn a_version_is_planned_once_and_each_version_on_its_own() {
+        let plans = PlanCache::default();
+        let first = plans.plan("w", &version("p", 1, "b")).expect("plan");
+        assert_eq!(&*first, ["a", "b"]);
+        let again = plans.plan("w", &version("p", 1, "b")).expect("plan");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same plan, not planned again"
+        );
+        let next = plans.plan("w", &version("p", 2, "a")).expect("plan");
+        assert_eq!(&*next, ["a"], "another version, its own plan");
+        let elsewhere = plans.plan("w2", &version("p", 1, "a")).expect("plan");
+        assert_eq!(
+            &*elsewhere,
+            ["a"],
+            "another workspace's project of the same id"
+        );
+    }
+
+    #[test]
+    fn a_version_that_cannot_be_planned_fails_every_time() {
+        let plans = PlanCache::default();
+        for _ in 0..2 {
+            let unknown = plans.plan("w", &version("p", 1, "missing"));
+            assert!(unknown.is_err(), "{unknown:?}");
         }
     }
 }
