@@ -92,8 +92,11 @@ pub struct ExecutorService {
 /// changes, so its plan is worked out once.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: Mutex<HashMap<(String, String, u32), Arc<[String]>>>,
+    plans: Mutex<HashMap<VersionKey, Arc<[String]>>>,
 }
+
+/// (workspace, project, version number)
+type VersionKey = (String, String, u32);
 
 /// Versions whose plans are kept; past it the cache starts over, which costs one planning
 /// per version run since.
