@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
+use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use scheduled_runs::domain::cells;
-use chrono::Utc;
 use scheduled_runs::domain::model::{
     AppDef, Cell, CellType, InputDef, InputType, ProjectVersion, VersionBody,
 };

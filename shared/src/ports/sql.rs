@@ -69,8 +69,8 @@ pub trait SqlConnector: Send + Sync {
     ) -> Result<QueryOutput, QueryError>;
 }
 
-/// Opens connectors for one run. `workdir` is the run's private working directory,
-/// removed when the run ends.
+/// Opens connectors for one run. `workdir` is the run's private working directory: a
+/// connector that needs it creates it, and the executor removes it when the run ends.
 #[async_trait]
 pub trait ConnectorFactory: Send + Sync {
     async fn open(

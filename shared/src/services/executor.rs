@@ -47,7 +47,7 @@ pub struct ExecutorSettings {
     pub cache_ttl: Duration,
     /// Rows kept per cell result.
     pub max_rows: usize,
-    /// Where each run's private working directory is created.
+    /// Where each run's private working directory is made, by the connectors that need one.
     pub workdir_root: PathBuf,
 }
 
@@ -265,12 +265,6 @@ impl ExecutorService {
         message: &RunMessage,
         workdir: &Path,
     ) -> Result<ExecuteOutcome, ServiceError> {
-        if let Err(e) = tokio::fs::create_dir_all(workdir).await {
-            return Err(PortError::unavailable(format!(
-                "cannot create the run's working directory: {e}"
-            ))
-            .into());
-        }
         let cancel = CancellationToken::new();
         // The watcher lives exactly as long as this execution: if the execution is dropped
         // part-way (its task aborted or panicking, the runtime shutting down), a watcher

@@ -42,7 +42,7 @@ pub struct SqliteConnector {
 
 impl SqliteConnector {
     /// Opens the existing database file `database` read-write (never creating it) and
-    /// attaches `<workdir>/scratch.db` as `scratch`. Blocking: call from a blocking context.
+    /// attaches `<workdir>/scratch.db` as `scratch` (creating `workdir` if need be). Blocking: call from a blocking context.
     pub fn open_blocking(database: &Path, workdir: &Path) -> Result<Self, QueryError> {
         // No SQLITE_OPEN_CREATE: a mistyped path fails instead of creating an empty
         // warehouse; no SQLITE_OPEN_URI: the name is a plain path, never `file:…?…`.
@@ -59,6 +59,11 @@ impl SqliteConnector {
         let scratch = workdir.join("scratch.db");
         let scratch = scratch.to_str().ok_or_else(|| {
             QueryError::Unavailable("the run's working directory is not a UTF-8 path".into())
+        })?;
+        // The executor leaves the directory to the connectors that need one, so that a
+        // run answered from the SQL cache creates none.
+        std::fs::create_dir_all(workdir).map_err(|e| {
+            QueryError::Unavailable(format!("cannot create the run's working directory: {e}"))
         })?;
         // ATTACH inherits the main database's open flags, which lack CREATE on purpose;
         // an empty file is a valid empty database, so create that first.
@@ -262,8 +267,8 @@ mod tests {
              INSERT INTO t VALUES (1, 'alice', 1.5, x'00ff', NULL), (2, 'bob', 2.0, NULL, 'x');",
         )
         .unwrap();
-        let workdir = dir.path().join("run-1");
-        std::fs::create_dir(&workdir).unwrap();
+        // Not created: opening a connector makes it.
+        let workdir = dir.path().join("runs").join("run-1");
         Fixture {
             _dir: dir,
             db,
@@ -285,6 +290,17 @@ mod tests {
     ) -> Result<QueryOutput, QueryError> {
         conn.query(&bound(sql, binds), 1000, &CancellationToken::new())
             .await
+    }
+
+    #[tokio::test]
+    async fn opening_makes_the_run_working_directory_with_its_scratch_database() {
+        let f = fixture();
+        assert!(!f.workdir.exists());
+        let c = SqliteConnector::open(&f.db, &f.workdir).await.unwrap();
+        assert!(f.workdir.join("scratch.db").is_file());
+        run(&c, "CREATE TABLE scratch.tmp AS SELECT 1 AS one", vec![])
+            .await
+            .expect("the scratch database is writable");
     }
 
     #[tokio::test]
