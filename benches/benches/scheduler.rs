@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p scheduled-runs-benches --bench scheduler`
 //! (`SCHEDULER_BENCH_SCHEDULES` changes the 100,000; `SCHEDULER_BENCH_MINUTES` how many of
-//! the hour's minutes scenario (a) runs, 60 by default.)
+//! the hour's minutes scenario (a) runs, 60 by default; `SCHEDULER_BENCH_BURSTS` how many
+//! times (b) runs, each on a fresh store, 1 by default; `SCHEDULER_BENCH_ONLY_BURST` runs
+//! (b) alone, to compare two builds on it.)
 //!
 //! The real embedded deployment (`Embedded::open`: SQLite store in a temporary directory,
 //! `LocalTimer`, `DispatchService`, in-process run queue) on a clock that runs at wall-clock
@@ -299,7 +301,14 @@ async fn main() {
     }
     let n = env_usize("SCHEDULER_BENCH_SCHEDULES", 100_000);
     let minutes = env_usize("SCHEDULER_BENCH_MINUTES", 60).min(60);
+    let burst_runs = env_usize("SCHEDULER_BENCH_BURSTS", 1);
     println!("machine: {}", machine());
+    if std::env::var_os("SCHEDULER_BENCH_ONLY_BURST").is_some() {
+        for _ in 0..burst_runs {
+            same_minute(n).await;
+        }
+        return;
+    }
 
     let spread_dir = tempfile::tempdir().unwrap();
     eprintln!("(a) {n} schedules spread over the hour");
@@ -324,10 +333,16 @@ async fn main() {
         ms(spawned.elapsed())
     );
 
+    for _ in 0..burst_runs {
+        same_minute(n).await;
+    }
+}
+
+/// Scenario (b) on a fresh store: every schedule due at the next whole hour.
+async fn same_minute(n: usize) {
     let same_dir = tempfile::tempdir().unwrap();
     eprintln!("(b) {n} schedules due in the same minute");
     let (embedded, clock, _) = populate(same_dir.path(), n, |_| 0).await;
-    // Fire at the next whole hour (minute 0).
     let lateness = fire_minutes(&embedded, &clock, &HashMap::from([(0, n)]), 1).await;
     report("(b) all due in the same minute", &lateness);
 }
