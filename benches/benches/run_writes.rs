@@ -21,14 +21,7 @@ use chrono::{Duration, DurationRound, Utc};
 use scheduled_runs::domain::model::{Run, RunStatus, RunTrigger, StateEvent};
 use scheduled_runs::embedded::{Embedded, EmbeddedConfig};
 use scheduled_runs::ports::{RunCreated, RunStore, SystemClock};
-use scheduled_runs_benches::{cpu_time, machine, percentile};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use scheduled_runs_benches::{cpu_time, env_usize, machine, percentile};
 
 const SCHEDULES_PER_PROJECT: usize = 100;
 

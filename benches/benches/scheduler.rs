@@ -40,14 +40,9 @@ use scheduled_runs::embedded::{Embedded, EmbeddedConfig};
 use scheduled_runs::ports::{Clock, ScheduleLimits, ScheduleStore};
 use scheduled_runs::services::ServiceError;
 use scheduled_runs::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire};
-use scheduled_runs_benches::{SkippingClock, cpu_time, machine, ms, percentile, rss_bytes};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use scheduled_runs_benches::{
+    SkippingClock, cpu_time, env_usize, machine, ms, percentile, rss_bytes,
+};
 
 fn config(dir: &Path) -> EmbeddedConfig {
     EmbeddedConfig::new(

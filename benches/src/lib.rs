@@ -52,6 +52,15 @@ impl Clock for SkippingClock {
     }
 }
 
+/// The number in the environment variable `name`, or `default` when it is unset or not a
+/// number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The `p`-th percentile (0..=100) of `sorted` by nearest rank.
 pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     assert!(!sorted.is_empty(), "percentile of nothing");
