@@ -1,5 +1,5 @@
-//! How values cross the SQLite boundary: timestamps as sortable text, bodies as JSON, page
-//! cursors as opaque strings. Kept in one place so every table encodes the same way and a
+//! How values cross the SQLite boundary: timestamps as sortable text (or, in the run
+//! table's keys, integer nanoseconds), bodies as JSON, page cursors as opaque strings. Kept in one place so every table encodes the same way and a
 //! corrupt value always becomes the same error instead of a panic.
 
 use base64::Engine;
@@ -25,6 +25,24 @@ pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, PortError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| PortError::fatal(format!("sqlite: corrupt timestamp {s:?}: {e}")))
+}
+
+/// Nanoseconds since the Unix epoch: the run table's time columns, where a key of eight
+/// bytes instead of thirty keeps the indexes a burst of runs writes into small
+/// (BENCHMARKS.md §5). These columns only sort and filter; the exact instant is kept in
+/// the body. Instants beyond what an `i64` holds (before 1677 or after 2262) saturate,
+/// which keeps their order against every representable instant.
+pub(super) fn nanos(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+/// The instant of a `nanos` column.
+pub(super) fn from_nanos(n: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(n)
 }
 
 pub(super) fn to_json<T: Serialize>(value: &T) -> Result<String, PortError> {
@@ -72,15 +90,6 @@ pub(super) fn after<const N: usize>(page: &PageRequest) -> Result<[String; N], P
     }
 }
 
-/// Keyset position of a descending listing: before the cursor, or after everything.
-/// U+10FFFF encodes to the greatest valid UTF-8 lead byte, above every stored key.
-pub(super) fn before<const N: usize>(page: &PageRequest) -> Result<[String; N], PortError> {
-    match &page.cursor {
-        Some(c) => decode_cursor(c),
-        None => Ok(std::array::from_fn(|_| "\u{10FFFF}".to_owned())),
-    }
-}
-
 /// Turns the `size + 1` rows a page query fetched into a page: the extra row only proves
 /// that more follow, so `next_cursor` is `None` exactly on the last page.
 pub(super) fn finish_page<T, const N: usize>(
@@ -122,7 +131,29 @@ mod tests {
         let c = a + chrono::Duration::days(400);
         assert_eq!(parse_ts(&ts(&b)).expect("parses"), b);
         assert!(ts(&a) < ts(&b) && ts(&b) < ts(&c));
-        assert!(String::new() < ts(&a) && ts(&c).as_str() < "\u{10FFFF}");
+        assert!(String::new() < ts(&a));
+    }
+
+    #[test]
+    fn nanoseconds_round_trip_and_saturate_in_order() {
+        let a = Utc
+            .with_ymd_and_hms(2026, 3, 8, 7, 30, 0)
+            .single()
+            .expect("valid instant");
+        let b = a + chrono::Duration::nanoseconds(1);
+        assert_eq!(from_nanos(nanos(&b)), b);
+        assert_eq!(nanos(&b) - nanos(&a), 1);
+        let far = Utc
+            .with_ymd_and_hms(9999, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid instant");
+        let early = Utc
+            .with_ymd_and_hms(1000, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid instant");
+        assert_eq!(nanos(&far), i64::MAX);
+        assert_eq!(nanos(&early), i64::MIN);
+        assert!(nanos(&early) < nanos(&a) && nanos(&a) < nanos(&far));
     }
 
     #[test]

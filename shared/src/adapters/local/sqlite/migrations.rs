@@ -3,7 +3,7 @@
 //! and `migrate` applies the ones a file has not seen yet, all in one transaction, recording
 //! each in `schema_migrations`.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::db_err;
 use crate::ports::PortError;
@@ -40,6 +40,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 5,
         description: "query results stored once, shared by runs and SQL-cache entries",
         sql: V5_SHARED_RESULT_ROWS,
+    },
+    Migration {
+        version: 6,
+        description: "narrower run keys: integer times, a sequence number in place of the run id",
+        sql: V6_NARROW_RUN_KEYS,
     },
 ];
 
@@ -269,10 +274,87 @@ ALTER TABLE runs ADD COLUMN cell_rows TEXT;
 ALTER TABLE sql_cache ADD COLUMN rows_id TEXT;
 "#;
 
+/// A burst of fires writes every run into the table and into every index of `runs`, and
+/// that writing on the store's one writer is what bounds how fast the local timer records
+/// them (BENCHMARKS.md §5). Each index entry was ~130 bytes of text and most of it the
+/// same 36-character run id and 30-character times over again, so:
+/// * times in the key columns are integer nanoseconds (`codec::nanos`), 8 bytes instead of
+///   30; the body keeps the exact instants;
+/// * `run_seq`, an integer primary key (the rowid, so it costs no index of its own and
+///   never changes, unlike a plain rowid, under `VACUUM`), breaks ties in the listings in
+///   place of the run id, which every index entry carries for free;
+/// * the sweeper's and the outbox's partial indexes are keyed by `run_seq`, so a new run
+///   is appended at their end instead of at a random place.
+///
+/// A column's type cannot change in place, so the table is rebuilt (foreign keys are off
+/// while `migrate` runs, so dropping the old table does not cascade into `deliveries`,
+/// whose reference then names the new one). Existing runs are numbered in creation order.
+const V6_NARROW_RUN_KEYS: &str = r#"
+CREATE TABLE runs_v6 (
+    run_seq       INTEGER PRIMARY KEY,
+    run_id        TEXT NOT NULL UNIQUE,
+    workspace_id  TEXT NOT NULL,
+    project_id    TEXT NOT NULL,
+    schedule_id   TEXT,
+    run_trigger   TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    scheduled_for INTEGER,
+    created_at    INTEGER NOT NULL,
+    log_at        INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL DEFAULT 0,
+    event_pending INTEGER NOT NULL DEFAULT 0,
+    body          TEXT NOT NULL,
+    cell_rows     TEXT,
+    FOREIGN KEY (workspace_id, project_id) REFERENCES projects (workspace_id, project_id)
+) STRICT;
+INSERT INTO runs_v6 (run_id, workspace_id, project_id, schedule_id, run_trigger, status,
+    scheduled_for, created_at, log_at, expires_at, attempt, event_pending, body, cell_rows)
+SELECT run_id, workspace_id, project_id, schedule_id, run_trigger, status,
+    CAST(strftime('%s', substr(scheduled_for, 1, 19)) AS INTEGER) * 1000000000
+        + CAST(substr(scheduled_for, 21, 9) AS INTEGER),
+    CAST(strftime('%s', substr(created_at, 1, 19)) AS INTEGER) * 1000000000
+        + CAST(substr(created_at, 21, 9) AS INTEGER),
+    CAST(strftime('%s', substr(log_at, 1, 19)) AS INTEGER) * 1000000000
+        + CAST(substr(log_at, 21, 9) AS INTEGER),
+    CAST(strftime('%s', substr(expires_at, 1, 19)) AS INTEGER) * 1000000000
+        + CAST(substr(expires_at, 21, 9) AS INTEGER),
+    attempt, event_pending, body, cell_rows
+FROM runs
+ORDER BY created_at, run_id;
+DROP TABLE runs;
+ALTER TABLE runs_v6 RENAME TO runs;
+-- A schedule's run log, read backwards for newest first.
+CREATE INDEX runs_by_schedule ON runs (schedule_id, log_at) WHERE schedule_id IS NOT NULL;
+-- A project's runs, read backwards for newest created first.
+CREATE INDEX runs_by_project ON runs (workspace_id, project_id, created_at);
+-- Retention purge.
+CREATE INDEX runs_by_expiry ON runs (expires_at);
+-- The sweeper's and the outbox's views, small however long the history grows.
+CREATE INDEX runs_active ON runs (run_seq) WHERE status IN ('PENDING', 'RUNNING');
+CREATE INDEX runs_event_pending ON runs (run_seq) WHERE event_pending = 1;
+"#;
+
 /// Brings the database up to the newest of `steps` and returns the versions it applied.
 /// Refuses a file written by a newer build: running old code on a newer schema could
 /// silently lose the columns it does not know.
 pub(super) fn migrate(conn: &mut Connection, steps: &[Migration]) -> Result<Vec<u32>, PortError> {
+    // A step that rebuilds a table drops the old one, which with foreign keys enforced
+    // would cascade into the tables referencing it. SQLite's procedure for such changes:
+    // foreign keys off around the transaction (the pragma is a no-op inside one), checked
+    // in full before it commits.
+    let enforced: bool = conn
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(db_err)?;
+    let applied = apply(conn, steps);
+    conn.pragma_update(None, "foreign_keys", enforced)
+        .map_err(db_err)?;
+    applied
+}
+
+fn apply(conn: &mut Connection, steps: &[Migration]) -> Result<Vec<u32>, PortError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
@@ -309,6 +391,18 @@ pub(super) fn migrate(conn: &mut Connection, steps: &[Migration]) -> Result<Vec<
         )
         .map_err(db_err)?;
         applied.push(step.version);
+    }
+    let dangling: Option<String> = if applied.is_empty() {
+        None
+    } else {
+        tx.query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()
+            .map_err(db_err)?
+    };
+    if let Some(table) = dangling {
+        return Err(PortError::fatal(format!(
+            "sqlite: migration left a row of {table} without its parent"
+        )));
     }
     tx.commit().map_err(db_err)?;
     Ok(applied)
@@ -522,5 +616,108 @@ mod tests {
             )
             .expect("schema");
         assert_eq!(fire_index, 0, "runs_fire_times is gone");
+    }
+    #[test]
+    fn migration_6_keeps_every_run_and_delivery_with_integer_times() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys on, as the store runs");
+        assert_eq!(
+            migrate(&mut conn, &MIGRATIONS[..5]).expect("v5"),
+            vec![1, 2, 3, 4, 5]
+        );
+        conn.execute_batch(
+            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
+                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
+                 '2026-03-01T00:00:00.000000000Z');
+             INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
+                 '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000007Z',
+                 '2026-03-02T00:00:00.000000000Z', '2026-06-01T00:00:00.000000000Z', '{}', 1, 1,
+                 NULL);
+             INSERT INTO runs VALUES ('r0', 'w', 'p', 's', 'MANUAL', 'RUNNING', NULL,
+                 '2026-03-03T00:00:00.500000000Z', '2026-03-03T00:00:00.500000000Z',
+                 '2026-06-01T00:00:00.000000000Z', '{}', 1, 0, NULL);
+             INSERT INTO deliveries VALUES ('r1', 'd', 'w', '{}');",
+        )
+        .expect("v5 rows");
+        assert_eq!(migrate(&mut conn, MIGRATIONS).expect("v6"), vec![6]);
+
+        let enforced: bool = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .expect("pragma");
+        assert!(enforced, "foreign keys are enforced again after migrating");
+        let rows: Vec<(i64, String, Option<i64>, i64, i64)> = conn
+            .prepare(
+                "SELECT run_seq, run_id, scheduled_for, created_at, expires_at FROM runs
+                 ORDER BY run_seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("runs");
+        let nanos = |s: &str| {
+            super::super::codec::nanos(
+                &chrono::DateTime::parse_from_rfc3339(s)
+                    .expect("instant")
+                    .to_utc(),
+            )
+        };
+        assert_eq!(
+            rows,
+            [
+                (
+                    1,
+                    "r1".to_owned(),
+                    Some(nanos("2026-03-02T00:00:00Z")),
+                    nanos("2026-03-02T00:00:00.000000007Z"),
+                    nanos("2026-06-01T00:00:00Z"),
+                ),
+                (
+                    2,
+                    "r0".to_owned(),
+                    None,
+                    nanos("2026-03-03T00:00:00.5Z"),
+                    nanos("2026-06-01T00:00:00Z"),
+                ),
+            ],
+            "numbered in creation order, times to the nanosecond"
+        );
+        let log: Vec<String> = conn
+            .prepare(
+                "SELECT run_id FROM runs INDEXED BY runs_by_schedule
+                 WHERE schedule_id = 's' ORDER BY log_at DESC, run_seq DESC",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("run log");
+        assert_eq!(log, ["r0", "r1"], "the schedule's runs, newest first");
+        let (active, pending): (String, String) = conn
+            .query_row(
+                "SELECT (SELECT run_id FROM runs INDEXED BY runs_active
+                         WHERE status IN ('PENDING', 'RUNNING')),
+                        (SELECT run_id FROM runs INDEXED BY runs_event_pending
+                         WHERE event_pending = 1)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("partial indexes");
+        assert_eq!((active.as_str(), pending.as_str()), ("r0", "r1"));
+
+        let deliveries: i64 = conn
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(deliveries, 1, "rebuilding runs cascaded into no delivery");
+        conn.execute("DELETE FROM runs WHERE run_id = 'r1'", [])
+            .expect("purge");
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 0, "deliveries still go with their run");
     }
 }

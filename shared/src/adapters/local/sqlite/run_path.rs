@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::Row;
 
-use super::codec::{from_json, to_json, ts};
+use super::codec::{from_json, nanos, to_json};
 use super::projects::{P_PROJECT_COLUMNS, project_from_row, role_from_text};
 use super::workspaces::user_from_row;
 use super::{SqliteStore, db_err, query_all};
@@ -34,7 +34,7 @@ static LOAD_FIRES: LazyLock<String> = LazyLock::new(|| {
              (SELECT r.status FROM runs r
               WHERE r.workspace_id = s.workspace_id AND r.schedule_id = s.schedule_id
                 AND r.expires_at > ?2
-              ORDER BY r.log_at DESC, r.run_id DESC
+              ORDER BY r.log_at DESC, r.run_seq DESC
               LIMIT 1)
          FROM json_each(?1) j
          JOIN schedules s
@@ -124,11 +124,11 @@ impl DispatchPath for SqliteStore {
             .map(|r| [r.workspace_id.as_str(), r.schedule_id.as_str()])
             .collect();
         let keys = to_json(&keys)?;
-        let now = ts(&now);
+        let now = nanos(&now);
         let count = requests.len();
         self.read(move |conn| {
             let mut fires: Vec<Option<FireContext>> = vec![None; count];
-            for (position, fire) in query_all(conn, &LOAD_FIRES, (&keys, &now), fire_from_row)? {
+            for (position, fire) in query_all(conn, &LOAD_FIRES, (&keys, now), fire_from_row)? {
                 let slot = fires
                     .get_mut(position)
                     .ok_or_else(|| PortError::fatal("sqlite: json_each key out of range"))?;

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, Transaction};
 
 use super::codec::{
-    MAX_PAGE, after, before, finish_page, flag, from_json, page_size, parse_ts, to_json, ts,
+    MAX_PAGE, decode_cursor, finish_page, flag, from_json, from_nanos, nanos, page_size, to_json,
+    ts,
 };
 use super::result_rows::{self, PreparedRows};
 use super::{SqliteStore, db_err, exec, query_all, query_opt};
@@ -31,23 +32,54 @@ fn run_from_row(conn: &Connection, row: &Row<'_>) -> Result<Run, PortError> {
     Ok(run)
 }
 
+/// A run and the integer sort key its page cursor is made of, from a row of
+/// `SELECT body, cell_rows, <key columns>`.
+fn keyed_run_from_row<const N: usize>(
+    conn: &Connection,
+    row: &Row<'_>,
+) -> Result<(Run, [i64; N]), PortError> {
+    let mut key = [0; N];
+    for (i, part) in key.iter_mut().enumerate() {
+        *part = row.get(2 + i).map_err(db_err)?;
+    }
+    Ok((run_from_row(conn, row)?, key))
+}
+
+/// The page of `size` runs out of the `size + 1` a keyed listing fetched.
+fn keyed_page<const N: usize>(items: Vec<(Run, [i64; N])>, size: u32) -> Page<Run> {
+    let page = finish_page(items, size, |(_, key)| key.map(|part| part.to_string()));
+    Page {
+        items: page.items.into_iter().map(|(run, _)| run).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+/// The key a cursor of a run listing carries, or `first` when there is no cursor.
+fn cursor_key<const N: usize>(page: &PageRequest, first: i64) -> Result<[i64; N], PortError> {
+    let Some(cursor) = &page.cursor else {
+        return Ok([first; N]);
+    };
+    let parts = decode_cursor::<N>(cursor)?;
+    let mut key = [0; N];
+    for (part, text) in key.iter_mut().zip(&parts) {
+        *part = text.parse().map_err(|_| PortError::InvalidCursor)?;
+    }
+    Ok(key)
+}
+
 /// The run log's sort key: the nominal fire time, or the creation time of runs that have
 /// none (manual runs), so they interleave where they happened.
-fn log_at(run: &Run) -> String {
-    ts(&run.scheduled_for.unwrap_or(run.created_at))
+fn log_at(run: &Run) -> i64 {
+    nanos(&run.scheduled_for.unwrap_or(run.created_at))
 }
 
-fn run_key(run: &Run) -> [String; 2] {
-    [log_at(run), run.run_id.clone()]
-}
-
-/// A schedule's run log, newest first, from `runs_by_schedule`; the workspace is checked on
-/// the row.
-const LIST_SCHEDULE_RUNS: &str = "SELECT body, cell_rows FROM runs
+/// A schedule's run log, newest first, from `runs_by_schedule` read backwards (its entries
+/// end in `run_seq`, the rowid, which breaks ties); the workspace is checked on the row.
+const LIST_SCHEDULE_RUNS: &str = "SELECT body, cell_rows, log_at, run_seq FROM runs
      WHERE workspace_id = ?1 AND schedule_id = ?2
-       AND (log_at, run_id) < (?3, ?4)
+       AND (log_at, run_seq) < (?3, ?4)
        AND expires_at > ?5
-     ORDER BY log_at DESC, run_id DESC
+     ORDER BY log_at DESC, run_seq DESC
      LIMIT ?6";
 
 /// A project's runs: a NULL parameter switches its filter off, keeping one statement to
@@ -57,21 +89,21 @@ const LIST_PROJECT_RUNS: &str = "SELECT body, cell_rows FROM runs
        AND (?3 IS NULL OR status = ?3)
        AND (?4 IS NULL OR run_trigger = ?4)
        AND expires_at > ?5
-     ORDER BY created_at DESC, run_id DESC
+     ORDER BY created_at DESC, run_seq DESC
      LIMIT ?6 OFFSET ?7";
 
 /// The sweeper's view. The status list repeats the `WHERE` of the partial index
 /// `runs_active` word for word, which is what lets SQLite use it.
-const LIST_ACTIVE_RUNS: &str = "SELECT body, cell_rows FROM runs
-     WHERE status IN ('PENDING', 'RUNNING') AND run_id > ?1
-     ORDER BY run_id
+const LIST_ACTIVE_RUNS: &str = "SELECT body, cell_rows, run_seq FROM runs
+     WHERE status IN ('PENDING', 'RUNNING') AND run_seq > ?1
+     ORDER BY run_seq
      LIMIT ?2";
 
 /// The outbox's view: runs whose event is still to be published. Repeats the `WHERE` of
 /// the partial index `runs_event_pending`.
-const LIST_PENDING_EVENTS: &str = "SELECT body, cell_rows FROM runs
-     WHERE event_pending = 1 AND run_id > ?1
-     ORDER BY run_id
+const LIST_PENDING_EVENTS: &str = "SELECT body, cell_rows, run_seq FROM runs
+     WHERE event_pending = 1 AND run_seq > ?1
+     ORDER BY run_seq
      LIMIT ?2";
 
 /// The latest fire of every stored schedule: the first run of its run log that has a fire
@@ -82,7 +114,7 @@ const LAST_FIRE_TIMES: &str = "SELECT schedule_id, fired FROM (
              (SELECT r.scheduled_for FROM runs r
               WHERE r.schedule_id = s.schedule_id AND r.workspace_id = s.workspace_id
                 AND r.scheduled_for IS NOT NULL
-              ORDER BY r.log_at DESC, r.run_id DESC
+              ORDER BY r.log_at DESC, r.run_seq DESC
               LIMIT 1) AS fired
          FROM schedules s)
      WHERE fired IS NOT NULL";
@@ -95,10 +127,10 @@ type RunRow = (
     Option<String>,
     &'static str,
     &'static str,
-    Option<String>,
-    String,
-    String,
-    String,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
     u32,
     String,
     i64,
@@ -109,14 +141,19 @@ type RunRow = (
 struct EncodedRun {
     row: RunRow,
     shared: Vec<PreparedRows>,
+    expires_at: DateTime<Utc>,
 }
 
 impl EncodedRun {
     /// Inside the transaction that wrote the row: the results it references are kept at
     /// least as long as the run.
     fn keep_results(&self, tx: &Transaction<'_>) -> Result<(), PortError> {
+        if self.shared.is_empty() {
+            return Ok(());
+        }
+        let expires_at = ts(&self.expires_at);
         for prepared in &self.shared {
-            result_rows::keep(tx, &self.row.1, &self.row.9, prepared)?;
+            result_rows::keep(tx, &self.row.1, &expires_at, prepared)?;
         }
         Ok(())
     }
@@ -151,16 +188,20 @@ fn columns(r: &Run) -> Result<EncodedRun, PortError> {
         r.schedule_id.clone(),
         r.run_trigger.as_str(),
         r.status.as_str(),
-        r.scheduled_for.as_ref().map(ts),
-        ts(&r.created_at),
+        r.scheduled_for.as_ref().map(nanos),
+        nanos(&r.created_at),
         log_at(r),
-        ts(&r.expires_at),
+        nanos(&r.expires_at),
         r.attempt,
         body,
         flag(r.event_pending),
         cell_rows,
     );
-    Ok(EncodedRun { row, shared })
+    Ok(EncodedRun {
+        row,
+        shared,
+        expires_at: r.expires_at,
+    })
 }
 
 /// The conditional create of one run, inside the caller's transaction.
@@ -263,17 +304,17 @@ impl RunStore for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<Run>, PortError> {
         let (ws, schedule) = (workspace_id.to_owned(), schedule_id.to_owned());
-        let as_of = ts(&as_of);
+        let as_of = nanos(&as_of);
         let size = page_size(page);
-        let [before_at, before_id] = before::<2>(page)?;
+        let [before_at, before_seq] = cursor_key(page, i64::MAX)?;
         self.read(move |conn| {
             let items = query_all(
                 conn,
                 LIST_SCHEDULE_RUNS,
-                (&ws, &schedule, &before_at, &before_id, &as_of, size + 1),
-                |r| run_from_row(conn, r),
+                (&ws, &schedule, before_at, before_seq, as_of, size + 1),
+                |r| keyed_run_from_row(conn, r),
             )?;
-            Ok(finish_page(items, size, run_key))
+            Ok(keyed_page::<2>(items, size))
         })
         .await
     }
@@ -281,8 +322,8 @@ impl RunStore for SqliteStore {
     async fn last_fire_times(&self) -> Result<Vec<(String, DateTime<Utc>)>, PortError> {
         self.read(|conn| {
             query_all(conn, LAST_FIRE_TIMES, [], |row| {
-                let at: String = row.get(1).map_err(db_err)?;
-                Ok((row.get(0).map_err(db_err)?, parse_ts(&at)?))
+                let at: i64 = row.get(1).map_err(db_err)?;
+                Ok((row.get(0).map_err(db_err)?, from_nanos(at)))
             })
         })
         .await
@@ -352,7 +393,7 @@ impl RunStore for SqliteStore {
         let (ws, project) = (workspace_id.to_owned(), project_id.to_owned());
         let status = filter.status.map(|s| s.as_str());
         let trigger = filter.trigger.map(|t| t.as_str());
-        let as_of = ts(&as_of);
+        let as_of = nanos(&as_of);
         let limit = limit.min(MAX_PAGE);
         self.read(move |conn| {
             query_all(
@@ -367,12 +408,12 @@ impl RunStore for SqliteStore {
 
     async fn list_active_runs(&self, page: &PageRequest) -> Result<Page<Run>, PortError> {
         let size = page_size(page);
-        let [after_id] = after::<1>(page)?;
+        let [after_seq] = cursor_key(page, i64::MIN)?;
         self.read(move |conn| {
-            let items = query_all(conn, LIST_ACTIVE_RUNS, (&after_id, size + 1), |r| {
-                run_from_row(conn, r)
+            let items = query_all(conn, LIST_ACTIVE_RUNS, (after_seq, size + 1), |r| {
+                keyed_run_from_row(conn, r)
             })?;
-            Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
+            Ok(keyed_page::<1>(items, size))
         })
         .await
     }
@@ -380,17 +421,17 @@ impl RunStore for SqliteStore {
     async fn purge_expired_runs(&self, as_of: DateTime<Utc>, limit: u32) -> Result<u64, PortError> {
         // Reads already hide expired runs, so this only reclaims space (the local stand-in
         // for DynamoDB's TTL deletion), in bounded batches so the writer is never held long.
-        let as_of = ts(&as_of);
+        let (as_of, as_of_text) = (nanos(&as_of), ts(&as_of));
         self.write(move |tx| {
             let n = exec(
                 tx,
-                "DELETE FROM runs WHERE run_id IN (
-                     SELECT run_id FROM runs WHERE expires_at <= ?1 LIMIT ?2)",
-                (&as_of, limit),
+                "DELETE FROM runs WHERE run_seq IN (
+                     SELECT run_seq FROM runs WHERE expires_at <= ?1 LIMIT ?2)",
+                (as_of, limit),
             )?;
             // Stored results outlive every record that references them, so those expired
             // by now are no one's any more.
-            result_rows::purge(tx, &as_of, limit)?;
+            result_rows::purge(tx, &as_of_text, limit)?;
             Ok(n as u64)
         })
         .await
@@ -403,12 +444,12 @@ impl RunStore for SqliteStore {
 impl RunEventOutbox for SqliteStore {
     async fn list_pending_events(&self, page: &PageRequest) -> Result<Page<Run>, PortError> {
         let size = page_size(page);
-        let [after_id] = after::<1>(page)?;
+        let [after_seq] = cursor_key(page, i64::MIN)?;
         self.read(move |conn| {
-            let items = query_all(conn, LIST_PENDING_EVENTS, (&after_id, size + 1), |r| {
-                run_from_row(conn, r)
+            let items = query_all(conn, LIST_PENDING_EVENTS, (after_seq, size + 1), |r| {
+                keyed_run_from_row(conn, r)
             })?;
-            Ok(finish_page(items, size, |r: &Run| [r.run_id.clone()]))
+            Ok(keyed_page::<1>(items, size))
         })
         .await
     }
