@@ -37,6 +37,7 @@ mod projects;
 mod rate_limits;
 mod result_rows;
 mod results;
+mod run_body;
 mod run_path;
 mod runs;
 mod schedules;

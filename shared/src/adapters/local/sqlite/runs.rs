@@ -13,13 +13,37 @@ use super::codec::{
     ts,
 };
 use super::result_rows::{self, PreparedRows};
+use super::run_body::{BodyIn, BodyOut, RunColumns};
 use super::{SqliteStore, db_err, exec, query_all, query_opt};
 use crate::domain::model::{Run, RunGuard};
 use crate::ports::{Page, PageRequest, PortError, RunCreated, RunEventOutbox, RunFilter, RunStore};
 
-/// A run from a row of `SELECT body, cell_rows`, its shared results read back in.
+/// The columns a run is read from, in the order `run_from_row` takes them.
+macro_rules! run_columns {
+    () => {
+        "body, cell_rows, run_id, workspace_id, project_id, schedule_id, run_trigger, status,
+         scheduled_for, created_at, expires_at, attempt, event_pending"
+    };
+}
+const RUN_COLUMN_COUNT: usize = 13;
+
+/// A run from a row of `SELECT run_columns!()`, its shared results read back in.
 fn run_from_row(conn: &Connection, row: &Row<'_>) -> Result<Run, PortError> {
-    let mut run: Run = from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")?;
+    let body: BodyIn = from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")?;
+    let get = |i| row.get(i).map_err(db_err);
+    let mut run = body.into_run(RunColumns {
+        run_id: get(2)?,
+        workspace_id: get(3)?,
+        project_id: get(4)?,
+        schedule_id: row.get(5).map_err(db_err)?,
+        run_trigger: get(6)?,
+        status: get(7)?,
+        scheduled_for: row.get(8).map_err(db_err)?,
+        created_at: row.get(9).map_err(db_err)?,
+        expires_at: row.get(10).map_err(db_err)?,
+        attempt: row.get(11).map_err(db_err)?,
+        event_pending: row.get(12).map_err(db_err)?,
+    })?;
     if let Some(refs) = row.get::<_, Option<String>>(1).map_err(db_err)? {
         let refs: Vec<(usize, String)> = from_json(&refs, "run result references")?;
         for (index, id) in refs {
@@ -33,14 +57,14 @@ fn run_from_row(conn: &Connection, row: &Row<'_>) -> Result<Run, PortError> {
 }
 
 /// A run and the integer sort key its page cursor is made of, from a row of
-/// `SELECT body, cell_rows, <key columns>`.
+/// `SELECT run_columns!(), <key columns>`.
 fn keyed_run_from_row<const N: usize>(
     conn: &Connection,
     row: &Row<'_>,
 ) -> Result<(Run, [i64; N]), PortError> {
     let mut key = [0; N];
     for (i, part) in key.iter_mut().enumerate() {
-        *part = row.get(2 + i).map_err(db_err)?;
+        *part = row.get(RUN_COLUMN_COUNT + i).map_err(db_err)?;
     }
     Ok((run_from_row(conn, row)?, key))
 }
@@ -75,36 +99,59 @@ fn log_at(run: &Run) -> i64 {
 
 /// A schedule's run log, newest first, from `runs_by_schedule` read backwards (its entries
 /// end in `run_seq`, the rowid, which breaks ties); the workspace is checked on the row.
-const LIST_SCHEDULE_RUNS: &str = "SELECT body, cell_rows, log_at, run_seq FROM runs
+const LIST_SCHEDULE_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", log_at, run_seq FROM runs
      WHERE workspace_id = ?1 AND schedule_id = ?2
        AND (log_at, run_seq) < (?3, ?4)
        AND expires_at > ?5
      ORDER BY log_at DESC, run_seq DESC
-     LIMIT ?6";
+     LIMIT ?6"
+);
 
 /// A project's runs: a NULL parameter switches its filter off, keeping one statement to
 /// cache; `runs_by_project` yields the order and the filters are checked on the way.
-const LIST_PROJECT_RUNS: &str = "SELECT body, cell_rows FROM runs
+const LIST_PROJECT_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs
      WHERE workspace_id = ?1 AND project_id = ?2
        AND (?3 IS NULL OR status = ?3)
        AND (?4 IS NULL OR run_trigger = ?4)
        AND expires_at > ?5
      ORDER BY created_at DESC, run_seq DESC
-     LIMIT ?6 OFFSET ?7";
+     LIMIT ?6 OFFSET ?7"
+);
+
+/// One run by id, in its workspace.
+const GET_RUN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs WHERE workspace_id = ?1 AND run_id = ?2"
+);
 
 /// The sweeper's view. The status list repeats the `WHERE` of the partial index
 /// `runs_active` word for word, which is what lets SQLite use it.
-const LIST_ACTIVE_RUNS: &str = "SELECT body, cell_rows, run_seq FROM runs
+const LIST_ACTIVE_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", run_seq FROM runs
      WHERE status IN ('PENDING', 'RUNNING') AND run_seq > ?1
      ORDER BY run_seq
-     LIMIT ?2";
+     LIMIT ?2"
+);
 
 /// The outbox's view: runs whose event is still to be published. Repeats the `WHERE` of
 /// the partial index `runs_event_pending`.
-const LIST_PENDING_EVENTS: &str = "SELECT body, cell_rows, run_seq FROM runs
+const LIST_PENDING_EVENTS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", run_seq FROM runs
      WHERE event_pending = 1 AND run_seq > ?1
      ORDER BY run_seq
-     LIMIT ?2";
+     LIMIT ?2"
+);
 
 /// The latest fire of every stored schedule: the first run of its run log that has a fire
 /// time (manual runs have none), read from the head of `runs_by_schedule`. Schedules
@@ -162,9 +209,9 @@ impl EncodedRun {
     }
 }
 
-/// The row of `r`: the indexed columns are copies of fields of the JSON body, always
-/// written together with it. Results of many rows are stored apart (`result_rows`): the
-/// body keeps them empty and `cell_rows` says where they are.
+/// The row of `r`: its columns, and a JSON body of the fields no column holds
+/// (`run_body`). Results of many rows are stored apart (`result_rows`): the body keeps
+/// them empty and `cell_rows` says where they are.
 fn columns(r: &Run) -> Result<EncodedRun, PortError> {
     let mut shared = Vec::new();
     let mut refs = Vec::new();
@@ -175,14 +222,14 @@ fn columns(r: &Run) -> Result<EncodedRun, PortError> {
         }
     }
     let (body, cell_rows) = if refs.is_empty() {
-        (to_json(r)?, None)
+        (to_json(&BodyOut::of(r, &r.cells))?, None)
     } else {
         // A clone shares the rows, so emptying the shared ones copies nothing.
-        let mut stripped = r.clone();
+        let mut cells = r.cells.clone();
         for (index, _) in &refs {
-            stripped.cells[*index].rows = Default::default();
+            cells[*index].rows = Default::default();
         }
-        (to_json(&stripped)?, Some(to_json(&refs)?))
+        (to_json(&BodyOut::of(r, &cells))?, Some(to_json(&refs)?))
     };
     let row = (
         r.run_id.clone(),
@@ -229,14 +276,9 @@ fn insert_if_absent(tx: &Transaction<'_>, run: &EncodedRun) -> Result<RunCreated
     }
     // The id is taken. Hand back the stored run, but only within the same workspace:
     // another tenant's run is neither overwritten nor revealed.
-    query_opt(
-        tx,
-        "SELECT body, cell_rows FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
-        (workspace_id, run_id),
-        |r| run_from_row(tx, r),
-    )?
-    .map(|existing| RunCreated::Existing(Box::new(existing)))
-    .ok_or(PortError::AlreadyExists)
+    query_opt(tx, GET_RUN, (workspace_id, run_id), |r| run_from_row(tx, r))?
+        .map(|existing| RunCreated::Existing(Box::new(existing)))
+        .ok_or(PortError::AlreadyExists)
 }
 
 #[async_trait]
@@ -287,15 +329,8 @@ impl RunStore for SqliteStore {
 
     async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<Run>, PortError> {
         let (ws, id) = (workspace_id.to_owned(), run_id.to_owned());
-        self.read(move |conn| {
-            query_opt(
-                conn,
-                "SELECT body, cell_rows FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
-                (&ws, &id),
-                |r| run_from_row(conn, r),
-            )
-        })
-        .await
+        self.read(move |conn| query_opt(conn, GET_RUN, (&ws, &id), |r| run_from_row(conn, r)))
+            .await
     }
 
     async fn list_schedule_runs(
@@ -466,7 +501,7 @@ impl RunEventOutbox for SqliteStore {
             // One statement touching the flag only, so a concurrent writer's body stays.
             exec(
                 tx,
-                "UPDATE runs SET event_pending = 0, body = json_remove(body, '$.eventPending')
+                "UPDATE runs SET event_pending = 0
                  WHERE workspace_id = ?1 AND run_id = ?2 AND event_pending = 1",
                 (&ws, &id),
             )?;
