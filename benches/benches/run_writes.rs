@@ -15,10 +15,6 @@
 //! unlike (b), nothing else competes for the two cores, so two builds compare within a few
 //! per cent.
 
-/// The local binary's allocator (`cli/src/main.rs`), so the figures are the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, DurationRound, Utc};

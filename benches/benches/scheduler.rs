@@ -25,10 +25,6 @@
 //!     (d) restart time, measured in a fresh process (this binary re-executed) that opens the
 //!     store of (a) and loads every schedule into the timer.
 
-/// The local binary's allocator (`cli/src/main.rs`), so the figures are the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -16,13 +16,6 @@ use scheduled_runs::http::jwt;
 use scheduled_runs::ports::{Clock, Secret, SystemClock};
 use scheduled_runs::services::workspaces::WorkspaceService;
 
-/// A burst of fires allocates a run's strings, rows and messages on one thread and frees
-/// them on another, tens of thousands of times a second: glibc's allocator took a fifth of
-/// such a burst's CPU, and with mimalloc the burst costs about a tenth less
-/// (BENCHMARKS.md §5).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Environment variable that overrides the JWT secret kept in the data directory.
 const SECRET_ENV: &str = "SCHEDULED_RUNS_JWT_SECRET";
 
