@@ -30,14 +30,13 @@ const RUN_COLUMN_COUNT: usize = 13;
 /// A run from a row of `SELECT run_columns!()`, its shared results read back in.
 fn run_from_row(conn: &Connection, row: &Row<'_>) -> Result<Run, PortError> {
     let body: BodyIn = from_json(&row.get::<_, String>(0).map_err(db_err)?, "run")?;
-    let get = |i| row.get(i).map_err(db_err);
     let mut run = body.into_run(RunColumns {
-        run_id: get(2)?,
-        workspace_id: get(3)?,
-        project_id: get(4)?,
+        run_id: row.get(2).map_err(db_err)?,
+        workspace_id: row.get(3).map_err(db_err)?,
+        project_id: row.get(4).map_err(db_err)?,
         schedule_id: row.get(5).map_err(db_err)?,
-        run_trigger: get(6)?,
-        status: get(7)?,
+        run_trigger: row.get(6).map_err(db_err)?,
+        status: row.get(7).map_err(db_err)?,
         scheduled_for: row.get(8).map_err(db_err)?,
         created_at: row.get(9).map_err(db_err)?,
         expires_at: row.get(10).map_err(db_err)?,
