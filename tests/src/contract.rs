@@ -3992,11 +3992,14 @@ pub async fn fire_contexts_load_together_as_one_by_one(s: &Stores) {
     gone.schedule_id = unique("sched");
     let mut elsewhere = fire_request(&other, false);
     elsewhere.workspace_id = new_workspace(s, Plan::Team).await;
+    // A schedule of another project between fires of the first: each fire gets its own.
+    let (second_project, second_schedule, _) = published_fixture(s).await;
     let requests = vec![
         fire_request(&schedule, true),
         gone,
         fire_request(&other, false),
         elsewhere,
+        fire_request(&second_schedule, false),
         fire_request(&schedule, false),
     ];
     let together = s
@@ -4020,7 +4023,27 @@ pub async fn fire_contexts_load_together_as_one_by_one(s: &Stores) {
             None,
             Some(other.schedule_id.as_str()),
             None,
+            Some(second_schedule.schedule_id.as_str()),
             Some(schedule.schedule_id.as_str()),
+        ]
+    );
+    let projects: Vec<Option<&str>> = together
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .and_then(|f| f.project.as_ref())
+                .map(|p| p.project_id.as_str())
+        })
+        .collect();
+    assert_eq!(
+        projects,
+        [
+            Some(project.project_id.as_str()),
+            None,
+            Some(project.project_id.as_str()),
+            None,
+            Some(second_project.project_id.as_str()),
+            Some(project.project_id.as_str()),
         ]
     );
     let Some(Some(fire)) = together.get(2) else {

@@ -5,17 +5,22 @@
 //! executor's steps are composed from the single-record methods (`ComposedRunPath`), every
 //! one a local call; the start and the end are the guarded `update_run`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::Row;
+use rusqlite::types::ValueRef;
 
 use super::codec::{from_json, nanos, to_json};
 use super::projects::{P_PROJECT_COLUMNS, project_from_row, role_from_text};
 use super::workspaces::user_from_row;
 use super::{SqliteStore, db_err, query_all};
-use crate::domain::model::{CachedResult, PublishedResults, Run, RunGuard, RunStatus};
+use crate::domain::model::{
+    CachedResult, Project, PublishedResults, Run, RunGuard, RunStatus, User,
+};
 use crate::ports::{
     ComposedRunPath, DispatchPath, ExecutionInputs, ExecutionPath, FireContext, FireRequest,
     PortError, RunStart,
@@ -56,21 +61,64 @@ const USER: usize = 12;
 const ROLE: usize = 16;
 const LATEST_STATUS: usize = 17;
 
+/// Records that many fires of a batch share (a project's schedules, a workspace's few
+/// creators), decoded once per batch and copied for the others: decoding a project
+/// parses three timestamps, a copy does not (BENCHMARKS.md §5).
+struct Decoded<T>(HashMap<String, HashMap<String, T>>);
+
+impl<T: Clone> Decoded<T> {
+    fn new() -> Self {
+        Decoded(HashMap::new())
+    }
+
+    /// The record `(workspace, id)` of a row whose columns are NULL when it is absent (an
+    /// outer join), decoded the first time it is seen.
+    fn get(
+        &mut self,
+        row: &Row<'_>,
+        key: [usize; 2],
+        decode: impl FnOnce() -> Result<T, PortError>,
+    ) -> Result<Option<T>, PortError> {
+        let (Some(workspace), Some(id)) = (text_or_null(row, key[0])?, text_or_null(row, key[1])?)
+        else {
+            return Ok(None);
+        };
+        if let Some(seen) = self.0.get(workspace).and_then(|ids| ids.get(id)) {
+            return Ok(Some(seen.clone()));
+        }
+        let value = decode()?;
+        self.0
+            .entry(workspace.to_owned())
+            .or_default()
+            .insert(id.to_owned(), value.clone());
+        Ok(Some(value))
+    }
+}
+
+/// A text column read in place, without a copy.
+fn text_or_null<'r>(row: &'r Row<'_>, index: usize) -> Result<Option<&'r str>, PortError> {
+    match row.get_ref(index).map_err(db_err)? {
+        ValueRef::Null => Ok(None),
+        value => value
+            .as_str()
+            .map(Some)
+            .map_err(|e| PortError::fatal(format!("sqlite: {e}"))),
+    }
+}
+
 /// One row of `LOAD_FIRES`: the position of the request it answers and its context.
-fn fire_from_row(row: &Row<'_>) -> Result<(usize, FireContext), PortError> {
+fn fire_from_row(
+    row: &Row<'_>,
+    projects: &mut Decoded<Project>,
+    users: &mut Decoded<User>,
+) -> Result<(usize, FireContext), PortError> {
     let position: i64 = row.get(POSITION).map_err(db_err)?;
     let position = usize::try_from(position)
         .map_err(|_| PortError::fatal("sqlite: json_each key out of range"))?;
     let schedule = from_json(&row.get::<_, String>(SCHEDULE).map_err(db_err)?, "schedule")?;
     // Absent records come back as NULLs from the outer joins.
-    let project = match row.get::<_, Option<String>>(1).map_err(db_err)? {
-        Some(_) => Some(project_from_row(row)?),
-        None => None,
-    };
-    let creator = match row.get::<_, Option<String>>(USER + 1).map_err(db_err)? {
-        Some(_) => Some(user_from_row(row, USER)?),
-        None => None,
-    };
+    let project = projects.get(row, [0, 1], || project_from_row(row))?;
+    let creator = users.get(row, [USER, USER + 1], || user_from_row(row, USER))?;
     let creator_role = row
         .get::<_, Option<String>>(ROLE)
         .map_err(db_err)?
@@ -128,7 +176,12 @@ impl DispatchPath for SqliteStore {
         let count = requests.len();
         self.read(move |conn| {
             let mut fires: Vec<Option<FireContext>> = vec![None; count];
-            for (position, fire) in query_all(conn, &LOAD_FIRES, (&keys, now), fire_from_row)? {
+            let decoded = RefCell::new((Decoded::new(), Decoded::new()));
+            let rows = query_all(conn, &LOAD_FIRES, (&keys, now), |row| {
+                let (projects, users) = &mut *decoded.borrow_mut();
+                fire_from_row(row, projects, users)
+            })?;
+            for (position, fire) in rows {
                 let slot = fires
                     .get_mut(position)
                     .ok_or_else(|| PortError::fatal("sqlite: json_each key out of range"))?;
