@@ -1,6 +1,7 @@
-//! How values cross the SQLite boundary: timestamps as sortable text (or, in the run
-//! table's keys, integer nanoseconds), bodies as JSON, page cursors as opaque strings. Kept in one place so every table encodes the same way and a
-//! corrupt value always becomes the same error instead of a panic.
+//! How values cross the SQLite boundary: timestamps as sortable text (integer nanoseconds
+//! in the run table), bodies as JSON, page cursors as opaque strings. Kept in one place so
+//! every table encodes the same way and a corrupt value always becomes the same error
+//! instead of a panic.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,9 +30,9 @@ pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, PortError> {
 
 /// Nanoseconds since the Unix epoch: the run table's time columns, where a key of eight
 /// bytes instead of thirty keeps the indexes a burst of runs writes into small
-/// (BENCHMARKS.md §5). These columns only sort and filter; the exact instant is kept in
-/// the body. Instants beyond what an `i64` holds (before 1677 or after 2262) saturate,
-/// which keeps their order against every representable instant.
+/// (BENCHMARKS.md §5). Exact for every instant from 1677 to 2262; beyond, the value
+/// saturates, which keeps its order against every other instant, and the run's body keeps
+/// the instant itself (`run_body`).
 pub(super) fn nanos(t: &DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
         i64::MIN

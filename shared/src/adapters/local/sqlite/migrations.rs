@@ -279,7 +279,7 @@ ALTER TABLE sql_cache ADD COLUMN rows_id TEXT;
 /// them (BENCHMARKS.md §5). Each index entry was ~130 bytes of text and most of it the
 /// same 36-character run id and 30-character times over again, so:
 /// * times in the key columns are integer nanoseconds (`codec::nanos`), 8 bytes instead of
-///   30; the body keeps the exact instants;
+///   30 (bodies written since keep only the instants those cannot hold: `run_body`);
 /// * `run_seq`, an integer primary key (the rowid, so it costs no index of its own and
 ///   never changes, unlike a plain rowid, under `VACUUM`), breaks ties in the listings in
 ///   place of the run id, which every index entry carries for free;
