@@ -412,6 +412,24 @@ fn apply(conn: &mut Connection, steps: &[Migration]) -> Result<Vec<u32>, PortErr
 mod tests {
     use super::*;
 
+    /// The workspace and project every migrated run in these tests belongs to, as
+    /// migration 1 lays them out.
+    const WORKSPACE_AND_PROJECT: &str =
+        "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
+         INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
+             '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
+             '2026-03-01T00:00:00.000000000Z');";
+
+    /// The run ids `sql` lists, in its order.
+    fn run_ids(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("run ids")
+    }
+
     #[test]
     fn versions_are_contiguous_from_one() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
@@ -493,12 +511,10 @@ mod tests {
     fn runs_written_before_migration_2_get_attempt_zero() {
         let mut conn = Connection::open_in_memory().expect("open");
         assert_eq!(migrate(&mut conn, &MIGRATIONS[..1]).expect("v1"), vec![1]);
+        conn.execute_batch(WORKSPACE_AND_PROJECT)
+            .expect("workspace and project");
         conn.execute_batch(
-            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
-                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
-                 '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'RUNNING', NULL,
+            "INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'RUNNING', NULL,
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
                  '2026-06-01T00:00:00.000000000Z', '{}');",
         )
@@ -530,12 +546,10 @@ mod tests {
             migrate(&mut conn, &MIGRATIONS[..2]).expect("v2"),
             vec![1, 2]
         );
+        conn.execute_batch(WORKSPACE_AND_PROJECT)
+            .expect("workspace and project");
         conn.execute_batch(
-            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
-                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
-                 '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'COMPLETED', NULL,
+            "INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'COMPLETED', NULL,
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
                  '2026-06-01T00:00:00.000000000Z', '{}', 1);",
         )
@@ -580,12 +594,10 @@ mod tests {
             migrate(&mut conn, &MIGRATIONS[..3]).expect("v3"),
             vec![1, 2, 3]
         );
+        conn.execute_batch(WORKSPACE_AND_PROJECT)
+            .expect("workspace and project");
         conn.execute_batch(
-            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
-                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
-                 '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
+            "INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
                  '2026-03-02T00:00:00.000000000Z', '2026-06-01T00:00:00.000000000Z', '{}', 1, 0);
              INSERT INTO runs VALUES ('r2', 'w', 'p', 's', 'MANUAL', 'COMPLETED', NULL,
@@ -597,16 +609,11 @@ mod tests {
         )
         .expect("v3 rows");
         assert_eq!(migrate(&mut conn, &MIGRATIONS[..4]).expect("v4"), vec![4]);
-        let log: Vec<String> = conn
-            .prepare(
-                "SELECT run_id FROM runs INDEXED BY runs_by_schedule
+        let log = run_ids(
+            &conn,
+            "SELECT run_id FROM runs INDEXED BY runs_by_schedule
                  WHERE schedule_id = 's' ORDER BY log_at DESC, run_id DESC",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .expect("run log");
+        );
         assert_eq!(log, ["r2", "r1"], "the schedule's runs, newest first");
         let fire_index: i64 = conn
             .query_row(
@@ -626,12 +633,10 @@ mod tests {
             migrate(&mut conn, &MIGRATIONS[..5]).expect("v5"),
             vec![1, 2, 3, 4, 5]
         );
+        conn.execute_batch(WORKSPACE_AND_PROJECT)
+            .expect("workspace and project");
         conn.execute_batch(
-            "INSERT INTO workspaces VALUES ('w', 'TEAM', NULL, '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO projects VALUES ('w', 'p', 't', NULL, 'u',
-                 '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
-                 '2026-03-01T00:00:00.000000000Z');
-             INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
+            "INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000007Z',
                  '2026-03-02T00:00:00.000000000Z', '2026-06-01T00:00:00.000000000Z', '{}', 1, 1,
                  NULL);
@@ -686,16 +691,11 @@ mod tests {
             ],
             "numbered in creation order, times to the nanosecond"
         );
-        let log: Vec<String> = conn
-            .prepare(
-                "SELECT run_id FROM runs INDEXED BY runs_by_schedule
+        let log = run_ids(
+            &conn,
+            "SELECT run_id FROM runs INDEXED BY runs_by_schedule
                  WHERE schedule_id = 's' ORDER BY log_at DESC, run_seq DESC",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .expect("run log");
+        );
         assert_eq!(log, ["r0", "r1"], "the schedule's runs, newest first");
         let (active, pending): (String, String) = conn
             .query_row(
