@@ -18,7 +18,9 @@
 //!   only after the run record was committed.
 //!
 //! Runs are not executed (the executor pool is not started), so the figures are the
-//! scheduler's and dispatch's alone.
+//! scheduler's and dispatch's alone. Each scenario starts once what storing its schedules
+//! left running in the background (the store checkpointing their writes) is done
+//! (`settle`), as in a deployment whose schedules were made before the minute they fire.
 //!
 //! (a) schedules spread over an hour: `HOURLY` at minute `i % 60`, so about 1,667 fire on
 //!     every minute; (b) all due in the same minute; (c) resident memory per schedule and
@@ -41,7 +43,7 @@ use scheduled_runs::ports::{Clock, ScheduleLimits, ScheduleStore};
 use scheduled_runs::services::ServiceError;
 use scheduled_runs::services::dispatch::{DispatchOutcome, DispatchService, ScheduledFire};
 use scheduled_runs_benches::{
-    SkippingClock, cpu_time, env_usize, machine, ms, percentile, rss_bytes,
+    SkippingClock, cpu_time, env_usize, machine, ms, percentile, rss_bytes, settle,
 };
 
 fn config(dir: &Path) -> EmbeddedConfig {
@@ -128,6 +130,11 @@ async fn populate(
         "  {} projects and {n} schedules stored in {:.1} s",
         projects.len(),
         started.elapsed().as_secs_f64()
+    );
+    let settled = settle(StdDuration::from_secs(30)).await;
+    eprintln!(
+        "  set-up's background work done {:.1} s later",
+        settled.as_secs_f64()
     );
     clock.skip_to(now);
     (embedded, clock, per_minute)

@@ -123,3 +123,22 @@ pub fn machine() -> String {
         mem_kib as f64 / 1024.0 / 1024.0
     )
 }
+
+/// Waits until the process has been idle (at most 10 ms of CPU time in a second) or `limit`
+/// has passed: what a benchmark's set-up left running in the background (the store's
+/// checkpoint of the writes that set it up, which starts once the writer has been idle
+/// for a quarter of a second) is then done, and does not take CPU time from what is
+/// measured next. Returns how long it waited.
+pub async fn settle(limit: StdDuration) -> StdDuration {
+    let started = std::time::Instant::now();
+    let mut before = cpu_time();
+    while started.elapsed() < limit {
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        let now = cpu_time();
+        if now.saturating_sub(before) <= StdDuration::from_millis(10) {
+            break;
+        }
+        before = now;
+    }
+    started.elapsed()
+}
