@@ -43,7 +43,7 @@ mod runs;
 mod schedules;
 mod workspaces;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -71,9 +71,14 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 const CHECKPOINT_BUSY: Duration = Duration::from_secs(5);
 
-/// The WAL is cut back to this size when it starts over after a checkpoint: a burst of
-/// writes between two checkpoints can grow it to hundreds of MB, which need not stay on disk.
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// A WAL file larger than this is emptied once it is all copied into the database file: a
+/// burst of writes between two checkpoints can grow it to hundreds of MB, which need not
+/// stay on disk. The checkpointer does it (see `Checkpointer::checkpoint`), not the writer.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How long the checkpointer waits for the writer and the readers to let it empty the WAL;
+/// new writes wait for it meanwhile, so it gives up soon and tries after the next write.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a statement waits for a lock held by *another process* (e.g. the operator CLI
 /// writing to the same file) before giving up with a retryable error. Inside this process
@@ -117,9 +122,6 @@ impl SqliteStore {
         // The checkpointer's thread copies the WAL into the file, not the writer's commits.
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(db_err)?;
-        writer
-            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(db_err)?;
         migrations::migrate(&mut writer, migrations::MIGRATIONS)?;
 
@@ -243,11 +245,15 @@ impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer, PortError> {
         let conn = Connection::open(path).map_err(db_err)?;
         configure(&conn)?;
+        conn.busy_timeout(TRUNCATE_WAIT).map_err(db_err)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
         // One pending signal is enough: the checkpoint copies every commit before it.
         let (commits, signals) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || Checkpointer::run(conn, &signals))
+            .spawn(move || Checkpointer::run(&conn, &wal, &signals))
             .map_err(|e| PortError::fatal(format!("sqlite: checkpoint thread: {e}")))?;
         Ok(Checkpointer {
             commits: Some(commits),
@@ -262,7 +268,7 @@ impl Checkpointer {
         }
     }
 
-    fn run(conn: Connection, signals: &Receiver<()>) {
+    fn run(conn: &Connection, wal: &Path, signals: &Receiver<()>) {
         while signals.recv().is_ok() {
             let since = std::time::Instant::now();
             loop {
@@ -274,10 +280,30 @@ impl Checkpointer {
             }
             // A failed checkpoint (another process holding the file) is retried after the
             // next commit; until then the WAL only grows.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            if let Err(e) = Checkpointer::checkpoint(conn, wal) {
                 tracing::warn!(error = %e, "sqlite checkpoint failed");
             }
         }
+    }
+
+    /// Copies the WAL into the database file and, when that copied all of it and the WAL
+    /// file is larger than `WAL_SIZE_LIMIT`, empties the file. SQLite's own limit
+    /// (`journal_size_limit`) would truncate it in the first commit after the WAL starts
+    /// over, which is the first write of the next burst: dropping hundreds of MB from the
+    /// page cache took that commit 0.2–0.4 s (BENCHMARKS.md §5). Here it happens on this
+    /// thread while the writer is idle; a `TRUNCATE` checkpoint holds off writes while it
+    /// runs, but it has nothing left to copy, and it gives up after `TRUNCATE_WAIT` when
+    /// the writer or a reader is busy (the next checkpoint tries again).
+    fn checkpoint(conn: &Connection, wal: &Path) -> rusqlite::Result<()> {
+        let (busy, frames, copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+        let oversized = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
+        if busy == 0 && copied == frames && oversized {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
     }
 }
 
@@ -427,6 +453,35 @@ mod tests {
             file_len() > before,
             "the database file stayed at {before} bytes: no checkpoint"
         );
+    }
+
+    #[test]
+    fn a_wal_grown_past_its_limit_is_emptied_once_the_writer_is_idle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).expect("open");
+        store
+            .pool
+            .with_writer(|tx| {
+                tx.execute_batch(&format!(
+                    "CREATE TABLE filler (b BLOB); INSERT INTO filler VALUES (zeroblob({}));",
+                    WAL_SIZE_LIMIT + 1024 * 1024
+                ))
+                .map_err(db_err)
+            })
+            .expect("write");
+        let wal = dir.path().join("state.db-wal");
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(wal_len() > WAL_SIZE_LIMIT, "the write went to the WAL");
+        let waited = std::time::Instant::now();
+        while wal_len() > WAL_SIZE_LIMIT && waited.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(wal_len(), 0, "the WAL was emptied, not left at its peak");
+        let copied: i64 = lock(&store.pool.readers[0])
+            .query_row("SELECT length(b) FROM filler", [], |row| row.get(0))
+            .expect("read");
+        assert_eq!(copied as u64, WAL_SIZE_LIMIT + 1024 * 1024);
     }
 
     #[test]
