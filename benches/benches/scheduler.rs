@@ -18,9 +18,10 @@
 //!   only after the run record was committed.
 //!
 //! Runs are not executed (the executor pool is not started), so the figures are the
-//! scheduler's and dispatch's alone. Each scenario starts once what storing its schedules
-//! left running in the background (the store checkpointing their writes) is done
-//! (`settle`), as in a deployment whose schedules were made before the minute they fire.
+//! scheduler's and dispatch's alone. The clock skips the idle stretch before a minute, but
+//! what the process does in the background in such a stretch (the store checkpointing the
+//! writes before it: of the schedules, or of the previous minute's runs) is let finish
+//! first (`settle`), as it would in the real stretch, instead of running beside the fires.
 //!
 //! (a) schedules spread over an hour: `HOURLY` at minute `i % 60`, so about 1,667 fire on
 //!     every minute; (b) all due in the same minute; (c) resident memory per schedule and
@@ -131,11 +132,6 @@ async fn populate(
         projects.len(),
         started.elapsed().as_secs_f64()
     );
-    let settled = settle(StdDuration::from_secs(30)).await;
-    eprintln!(
-        "  set-up's background work done {:.1} s later",
-        settled.as_secs_f64()
-    );
     clock.skip_to(now);
     (embedded, clock, per_minute)
 }
@@ -163,7 +159,8 @@ impl FireDispatch for ObservedDispatch {
     }
 }
 
-/// Both latenesses of every fire, sorted, and the CPU time the process spent meanwhile.
+/// Both latenesses of every fire, sorted, and the CPU time the process spent from each
+/// skip to the minute's last message (not while settling between minutes).
 struct Lateness {
     fired: Vec<StdDuration>,
     recorded: Vec<StdDuration>,
@@ -198,7 +195,7 @@ async fn fire_minutes(
         load_started.elapsed().as_secs_f64()
     );
     let mut lateness = Vec::new();
-    let cpu_before = cpu_time();
+    let mut cpu = StdDuration::ZERO;
     let mut boundary = clock.now().duration_trunc(Duration::minutes(1)).unwrap();
     let mut done = 0;
     while done < minutes {
@@ -210,6 +207,8 @@ async fn fire_minutes(
         if expected == 0 {
             continue;
         }
+        settle(StdDuration::from_secs(30)).await;
+        let cpu_before = cpu_time();
         clock.skip_to(boundary - Duration::milliseconds(100));
         for _ in 0..expected {
             let message = tokio::time::timeout(StdDuration::from_secs(600), receiver.recv())
@@ -220,9 +219,9 @@ async fn fire_minutes(
             assert!(message.schedule_id.is_some());
             lateness.push(late.to_std().unwrap_or_default());
         }
+        cpu += cpu_time().saturating_sub(cpu_before);
         done += 1;
     }
-    let cpu = cpu_time().saturating_sub(cpu_before);
     timer.abort();
     let mut fired = std::mem::take(&mut *observed.fired.lock().unwrap());
     fired.sort();
