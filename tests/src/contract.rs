@@ -4004,7 +4004,7 @@ pub async fn fire_contexts_load_together_as_one_by_one(s: &Stores) {
     ];
     let together = s
         .run_path
-        .load_fires(&requests, now)
+        .load_fires(&requests.iter().collect::<Vec<_>>(), now)
         .await
         .expect("load fires");
     let mut one_by_one = Vec::new();

@@ -83,11 +83,11 @@ pub trait DispatchPath: Send + Sync {
     /// read the records of many fires with a few queries overrides this.
     async fn load_fires(
         &self,
-        requests: &[FireRequest],
+        requests: &[&FireRequest],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<FireContext>>, PortError> {
         let mut fires = Vec::with_capacity(requests.len());
-        for request in requests {
+        for &request in requests {
             fires.push(self.load_fire(request, now).await?);
         }
         Ok(fires)

@@ -140,7 +140,7 @@ impl DispatchService {
                 .collect()
         };
         let now = self.clock.now();
-        let requests: Vec<FireRequest> = fires.iter().map(|(_, f)| f.request.clone()).collect();
+        let requests: Vec<&FireRequest> = fires.iter().map(|(_, f)| &f.request).collect();
         let contexts = match self.path.load_fires(&requests, now).await {
             Ok(contexts) if contexts.len() == fires.len() => contexts,
             Ok(contexts) => {

@@ -5,7 +5,6 @@
 //! executor's steps are composed from the single-record methods (`ComposedRunPath`), every
 //! one a local call; the start and the end are the guarded `update_run`.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -17,7 +16,7 @@ use rusqlite::types::ValueRef;
 use super::codec::{from_json, nanos, to_json};
 use super::projects::{P_PROJECT_COLUMNS, project_from_row, role_from_text};
 use super::workspaces::user_from_row;
-use super::{SqliteStore, db_err, query_all};
+use super::{SqliteStore, db_err};
 use crate::domain::model::{
     CachedResult, Project, PublishedResults, Run, RunGuard, RunStatus, User,
 };
@@ -158,13 +157,13 @@ impl DispatchPath for SqliteStore {
         request: &FireRequest,
         now: DateTime<Utc>,
     ) -> Result<Option<FireContext>, PortError> {
-        let mut fires = self.load_fires(std::slice::from_ref(request), now).await?;
+        let mut fires = self.load_fires(&[request], now).await?;
         Ok(fires.pop().flatten())
     }
 
     async fn load_fires(
         &self,
-        requests: &[FireRequest],
+        requests: &[&FireRequest],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<FireContext>>, PortError> {
         let keys: Vec<[&str; 2]> = requests
@@ -175,13 +174,14 @@ impl DispatchPath for SqliteStore {
         let now = nanos(&now);
         let count = requests.len();
         self.read(move |conn| {
+            // Each row goes straight to its request's slot: a batch's contexts are large,
+            // and collecting them first moved every one twice (BENCHMARKS.md §5).
             let mut fires: Vec<Option<FireContext>> = vec![None; count];
-            let decoded = RefCell::new((Decoded::new(), Decoded::new()));
-            let rows = query_all(conn, &LOAD_FIRES, (&keys, now), |row| {
-                let (projects, users) = &mut *decoded.borrow_mut();
-                fire_from_row(row, projects, users)
-            })?;
-            for (position, fire) in rows {
+            let (mut projects, mut users) = (Decoded::new(), Decoded::new());
+            let mut statement = conn.prepare_cached(&LOAD_FIRES).map_err(db_err)?;
+            let mut rows = statement.query((&keys, now)).map_err(db_err)?;
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let (position, fire) = fire_from_row(row, &mut projects, &mut users)?;
                 let slot = fires
                     .get_mut(position)
                     .ok_or_else(|| PortError::fatal("sqlite: json_each key out of range"))?;
