@@ -46,8 +46,9 @@ pub struct TimerSettings {
     /// How long before an instant the timer takes its fires off the queue and builds them,
     /// to hand them over at the instant itself: thousands of schedules share a whole
     /// minute, and building their fires after the instant would make every one of them
-    /// that much late. A change to a schedule this close to its fire applies from its
-    /// next fire, as if it had arrived just after the instant.
+    /// that much late. It then waits for the instant awake, so this is also the CPU time
+    /// of one core spent per instant. A change to a schedule this close to its fire
+    /// applies from its next fire, as if it had arrived just after the instant.
     pub lead: Duration,
     /// First retry delay of a failed dispatch; doubles up to `max_backoff`.
     pub backoff: Duration,
@@ -430,9 +431,14 @@ impl LocalTimer {
             let mut due = due.into_iter().peekable();
             let mut previous = None;
             while let Some(at) = due.peek().map(|d| d.at) {
-                // Taken off up to `lead` early; handed over at the instant.
-                if at > clock.now() {
-                    clock.sleep_until(at).await;
+                // Taken off up to `lead` early; handed over at the instant, waited for
+                // awake (yielding to every other task) rather than asleep: a thread woken
+                // from a sleep can take several milliseconds to run again (on a virtual
+                // machine idle since the previous minute, single minutes were 8–25 ms
+                // late; BENCHMARKS.md §5), while staying awake costs at most `lead` of one
+                // core per instant.
+                while at > clock.now() {
+                    tokio::task::yield_now().await;
                 }
                 // When an instant has more than one batch of fires, its first batch is
                 // small: its runs reach the store's single writer while the full batches
