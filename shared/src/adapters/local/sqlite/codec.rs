@@ -122,12 +122,15 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn utc(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(year, month, day, hour, minute, 0)
+            .single()
+            .expect("valid instant")
+    }
+
     #[test]
     fn timestamps_round_trip_and_sort_as_text() {
-        let a = Utc
-            .with_ymd_and_hms(2026, 3, 8, 7, 30, 0)
-            .single()
-            .expect("valid instant");
+        let a = utc(2026, 3, 8, 7, 30);
         let b = a + chrono::Duration::nanoseconds(1);
         let c = a + chrono::Duration::days(400);
         assert_eq!(parse_ts(&ts(&b)).expect("parses"), b);
@@ -137,21 +140,12 @@ mod tests {
 
     #[test]
     fn nanoseconds_round_trip_and_saturate_in_order() {
-        let a = Utc
-            .with_ymd_and_hms(2026, 3, 8, 7, 30, 0)
-            .single()
-            .expect("valid instant");
+        let a = utc(2026, 3, 8, 7, 30);
         let b = a + chrono::Duration::nanoseconds(1);
         assert_eq!(from_nanos(nanos(&b)), b);
         assert_eq!(nanos(&b) - nanos(&a), 1);
-        let far = Utc
-            .with_ymd_and_hms(9999, 1, 1, 0, 0, 0)
-            .single()
-            .expect("valid instant");
-        let early = Utc
-            .with_ymd_and_hms(1000, 1, 1, 0, 0, 0)
-            .single()
-            .expect("valid instant");
+        let far = utc(9999, 1, 1, 0, 0);
+        let early = utc(1000, 1, 1, 0, 0);
         assert_eq!(nanos(&far), i64::MAX);
         assert_eq!(nanos(&early), i64::MIN);
         assert!(nanos(&early) < nanos(&a) && nanos(&a) < nanos(&far));

@@ -420,6 +420,19 @@ mod tests {
              '2026-03-01T00:00:00.000000000Z', '2026-03-01T00:00:00.000000000Z', 0, NULL,
              '2026-03-01T00:00:00.000000000Z');";
 
+    /// An in-memory database at the schema of the first `version` steps, foreign keys on
+    /// as the store runs, with `WORKSPACE_AND_PROJECT` in it.
+    fn at_version(version: usize) -> Connection {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys on, as the store runs");
+        let applied = migrate(&mut conn, &MIGRATIONS[..version]).expect("migrate");
+        assert_eq!(applied, (1..=version as u32).collect::<Vec<_>>());
+        conn.execute_batch(WORKSPACE_AND_PROJECT)
+            .expect("workspace and project");
+        conn
+    }
+
     /// The run ids `sql` lists, in its order.
     fn run_ids(conn: &Connection, sql: &str) -> Vec<String> {
         conn.prepare(sql)
@@ -509,10 +522,7 @@ mod tests {
 
     #[test]
     fn runs_written_before_migration_2_get_attempt_zero() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        assert_eq!(migrate(&mut conn, &MIGRATIONS[..1]).expect("v1"), vec![1]);
-        conn.execute_batch(WORKSPACE_AND_PROJECT)
-            .expect("workspace and project");
+        let mut conn = at_version(1);
         conn.execute_batch(
             "INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'RUNNING', NULL,
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
@@ -539,15 +549,7 @@ mod tests {
 
     #[test]
     fn runs_written_before_migration_3_have_no_pending_event() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        conn.pragma_update(None, "foreign_keys", true)
-            .expect("foreign keys on, as the store runs");
-        assert_eq!(
-            migrate(&mut conn, &MIGRATIONS[..2]).expect("v2"),
-            vec![1, 2]
-        );
-        conn.execute_batch(WORKSPACE_AND_PROJECT)
-            .expect("workspace and project");
+        let mut conn = at_version(2);
         conn.execute_batch(
             "INSERT INTO runs VALUES ('r', 'w', 'p', NULL, 'API', 'COMPLETED', NULL,
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
@@ -587,15 +589,7 @@ mod tests {
 
     #[test]
     fn runs_written_before_migration_4_are_in_the_new_run_log_index() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        conn.pragma_update(None, "foreign_keys", true)
-            .expect("foreign keys on, as the store runs");
-        assert_eq!(
-            migrate(&mut conn, &MIGRATIONS[..3]).expect("v3"),
-            vec![1, 2, 3]
-        );
-        conn.execute_batch(WORKSPACE_AND_PROJECT)
-            .expect("workspace and project");
+        let mut conn = at_version(3);
         conn.execute_batch(
             "INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000000Z',
@@ -624,17 +618,10 @@ mod tests {
             .expect("schema");
         assert_eq!(fire_index, 0, "runs_fire_times is gone");
     }
+
     #[test]
     fn migration_6_keeps_every_run_and_delivery_with_integer_times() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        conn.pragma_update(None, "foreign_keys", true)
-            .expect("foreign keys on, as the store runs");
-        assert_eq!(
-            migrate(&mut conn, &MIGRATIONS[..5]).expect("v5"),
-            vec![1, 2, 3, 4, 5]
-        );
-        conn.execute_batch(WORKSPACE_AND_PROJECT)
-            .expect("workspace and project");
+        let mut conn = at_version(5);
         conn.execute_batch(
             "INSERT INTO runs VALUES ('r1', 'w', 'p', 's', 'SCHEDULED', 'COMPLETED',
                  '2026-03-02T00:00:00.000000000Z', '2026-03-02T00:00:00.000000007Z',
