@@ -1,7 +1,9 @@
 //! `RunPathStore` for the embedded store. The records of a batch of fires (the schedules,
 //! their projects, creators, the creators' roles and each schedule's latest run) are read
-//! with one query, so the local timer can dispatch the thousands of fires that fall due on
-//! the same minute without a round trip per record; a single fire is a batch of one. The
+//! with three queries, whatever the batch's size: the schedules with their latest runs,
+//! then the distinct projects and creators they name. So the local timer can dispatch the
+//! thousands of fires that fall due on the same minute without a round trip per record; a
+//! single fire is a batch of one. The
 //! executor's steps are composed from the single-record methods (`ComposedRunPath`), every
 //! one a local call; the start and the end are the guarded `update_run`.
 
@@ -10,138 +12,211 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::Row;
 use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Row};
 
 use super::codec::{from_json, nanos, to_json};
 use super::projects::{P_PROJECT_COLUMNS, project_from_row, role_from_text};
 use super::workspaces::user_from_row;
 use super::{SqliteStore, db_err};
 use crate::domain::model::{
-    CachedResult, Project, PublishedResults, Run, RunGuard, RunStatus, User,
+    CachedResult, ProjectRole, PublishedResults, Run, RunGuard, RunStatus, Schedule, User,
 };
 use crate::ports::{
     ComposedRunPath, DispatchPath, ExecutionInputs, ExecutionPath, FireContext, FireRequest,
     PortError, RunStart,
 };
 
-/// The records of the fires named by `?1`, a JSON array of `[workspaceId, scheduleId]`
-/// pairs; `j.key` is a pair's position in it. A schedule that does not exist in the
-/// request's workspace yields no row. The latest run is the first of the schedule's run
-/// log (`runs_by_schedule`) that has not expired at `?2`, as `list_schedule_runs` reads it.
-static LOAD_FIRES: LazyLock<String> = LazyLock::new(|| {
+/// The schedules of the fires named by `?1`, a JSON array of `[workspaceId, scheduleId]`
+/// pairs, with each schedule's latest run status; `j.key` is a pair's position in it. A
+/// schedule that does not exist in the request's workspace yields no row. The latest run
+/// is the first of the schedule's run log (`runs_by_schedule`) that has not expired at
+/// `?2`, as `list_schedule_runs` reads it.
+const LOAD_SCHEDULES: &str = "SELECT j.key, s.body,
+         (SELECT r.status FROM runs r
+          WHERE r.workspace_id = s.workspace_id AND r.schedule_id = s.schedule_id
+            AND r.expires_at > ?2
+          ORDER BY r.log_at DESC, r.run_seq DESC
+          LIMIT 1)
+     FROM json_each(?1) j
+     JOIN schedules s
+       ON s.schedule_id = j.value ->> 1 AND s.workspace_id = j.value ->> 0";
+
+/// The projects named by `?1`, `[workspaceId, projectId]` pairs; the key comes last.
+static LOAD_PROJECTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {P_PROJECT_COLUMNS},
-             j.key, s.body,
-             u.workspace_id, u.user_id, u.email, u.workspace_role,
-             m.role,
-             (SELECT r.status FROM runs r
-              WHERE r.workspace_id = s.workspace_id AND r.schedule_id = s.schedule_id
-                AND r.expires_at > ?2
-              ORDER BY r.log_at DESC, r.run_seq DESC
-              LIMIT 1)
+        "SELECT {P_PROJECT_COLUMNS}, j.key
          FROM json_each(?1) j
-         JOIN schedules s
-           ON s.schedule_id = j.value ->> 1 AND s.workspace_id = j.value ->> 0
-         LEFT JOIN projects p
-           ON p.workspace_id = s.workspace_id AND p.project_id = s.project_id
-         LEFT JOIN users u
-           ON u.workspace_id = s.workspace_id AND u.user_id = s.created_by
-         LEFT JOIN project_members m
-           ON m.workspace_id = s.workspace_id AND m.project_id = s.project_id
-          AND m.user_id = s.created_by"
+         JOIN projects p ON p.workspace_id = j.value ->> 0 AND p.project_id = j.value ->> 1"
     )
 });
 
-/// Column positions in `LOAD_FIRES` after the project's.
-const POSITION: usize = 10;
-const SCHEDULE: usize = 11;
-const USER: usize = 12;
-const ROLE: usize = 16;
-const LATEST_STATUS: usize = 17;
+/// The creators named by `?1`, `[workspaceId, projectId, userId]` triples: the user of
+/// the workspace (NULLs when gone) and their role on the project (NULL: not a member).
+const LOAD_CREATORS: &str = "SELECT u.workspace_id, u.user_id, u.email, u.workspace_role,
+         m.role, j.key
+     FROM json_each(?1) j
+     LEFT JOIN users u ON u.workspace_id = j.value ->> 0 AND u.user_id = j.value ->> 2
+     LEFT JOIN project_members m
+       ON m.workspace_id = j.value ->> 0 AND m.project_id = j.value ->> 1
+      AND m.user_id = j.value ->> 2";
 
-/// Records that many fires of a batch share (a project's schedules, a workspace's few
-/// creators), decoded once per batch and copied for the others: decoding a project
-/// parses three timestamps, a copy does not (BENCHMARKS.md §5).
-struct Decoded<T>(HashMap<String, HashMap<String, T>>);
+/// Column positions of the keys (`j.key`) in `LOAD_PROJECTS` and `LOAD_CREATORS`.
+const PROJECT_KEY: usize = 10;
+const CREATOR_ROLE: usize = 4;
+const CREATOR_KEY: usize = 5;
 
-impl<T: Clone> Decoded<T> {
-    fn new() -> Self {
-        Decoded(HashMap::new())
+/// What a creator is to a fire: the user, and their role on the schedule's project.
+type Creator = (Option<User>, Option<ProjectRole>);
+
+/// Runs `sql` over the JSON array of keys `keys` and decodes each row into the slot of
+/// the key it answers (its `j.key`, in column `key`): one slot per key, `None` where no
+/// row came back.
+fn keyed<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    count: usize,
+    key: usize,
+    decode: impl Fn(&Row<'_>) -> Result<T, PortError>,
+) -> Result<Vec<Option<T>>, PortError> {
+    let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None).take(count).collect();
+    let mut statement = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = statement.query(params).map_err(db_err)?;
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let position: i64 = row.get(key).map_err(db_err)?;
+        let slot = usize::try_from(position)
+            .ok()
+            .and_then(|position| slots.get_mut(position))
+            .ok_or_else(|| PortError::fatal("sqlite: json_each key out of range"))?;
+        *slot = Some(decode(row)?);
     }
-
-    /// The record `(workspace, id)` of a row whose columns are NULL when it is absent (an
-    /// outer join), decoded the first time it is seen.
-    fn get(
-        &mut self,
-        row: &Row<'_>,
-        key: [usize; 2],
-        decode: impl FnOnce() -> Result<T, PortError>,
-    ) -> Result<Option<T>, PortError> {
-        let (Some(workspace), Some(id)) = (text_or_null(row, key[0])?, text_or_null(row, key[1])?)
-        else {
-            return Ok(None);
-        };
-        if let Some(seen) = self.0.get(workspace).and_then(|ids| ids.get(id)) {
-            return Ok(Some(seen.clone()));
-        }
-        let value = decode()?;
-        self.0
-            .entry(workspace.to_owned())
-            .or_default()
-            .insert(id.to_owned(), value.clone());
-        Ok(Some(value))
-    }
+    Ok(slots)
 }
 
-/// A text column read in place, without a copy.
-fn text_or_null<'r>(row: &'r Row<'_>, index: usize) -> Result<Option<&'r str>, PortError> {
-    match row.get_ref(index).map_err(db_err)? {
-        ValueRef::Null => Ok(None),
-        value => value
-            .as_str()
-            .map(Some)
-            .map_err(|e| PortError::fatal(format!("sqlite: {e}"))),
-    }
-}
-
-/// One row of `LOAD_FIRES`: the position of the request it answers and its context.
-fn fire_from_row(
-    row: &Row<'_>,
-    projects: &mut Decoded<Project>,
-    users: &mut Decoded<User>,
-) -> Result<(usize, FireContext), PortError> {
-    let position: i64 = row.get(POSITION).map_err(db_err)?;
-    let position = usize::try_from(position)
-        .map_err(|_| PortError::fatal("sqlite: json_each key out of range"))?;
-    let schedule = from_json(&row.get::<_, String>(SCHEDULE).map_err(db_err)?, "schedule")?;
-    // Absent records come back as NULLs from the outer joins.
-    let project = projects.get(row, [0, 1], || project_from_row(row))?;
-    let creator = users.get(row, [USER, USER + 1], || user_from_row(row, USER))?;
-    let creator_role = row
-        .get::<_, Option<String>>(ROLE)
-        .map_err(db_err)?
-        .map(|role| role_from_text(&role))
-        .transpose()?;
+/// A fire's schedule and its latest run's status, from a row of `LOAD_SCHEDULES`.
+fn schedule_from_row(row: &Row<'_>) -> Result<(Schedule, Option<RunStatus>), PortError> {
+    let schedule = from_json(&row.get::<_, String>(1).map_err(db_err)?, "schedule")?;
     let latest_status = row
-        .get::<_, Option<String>>(LATEST_STATUS)
+        .get::<_, Option<String>>(2)
         .map_err(db_err)?
         .map(|status| {
             RunStatus::parse(&status)
                 .ok_or_else(|| PortError::fatal(format!("sqlite: corrupt run status {status:?}")))
         })
         .transpose()?;
-    Ok((
-        position,
-        FireContext {
-            schedule,
-            project,
-            creator,
-            creator_role,
-            previous_run_active: latest_status.is_some_and(|s| !s.is_terminal()),
-            published_connections: None,
-        },
-    ))
+    Ok((schedule, latest_status))
+}
+
+fn creator_from_row(row: &Row<'_>) -> Result<Creator, PortError> {
+    let user = match row.get_ref(0).map_err(db_err)? {
+        ValueRef::Null => None,
+        _ => Some(user_from_row(row, 0)?),
+    };
+    let role = row
+        .get::<_, Option<String>>(CREATOR_ROLE)
+        .map_err(db_err)?
+        .map(|role| role_from_text(&role))
+        .transpose()?;
+    Ok((user, role))
+}
+
+/// Positions of distinct keys: many fires of a batch share a project and a creator, whose
+/// records are read and decoded once per batch instead of once per fire (BENCHMARKS.md §5).
+struct Distinct<'a, const N: usize> {
+    positions: HashMap<[&'a str; N], usize>,
+    keys: Vec<[&'a str; N]>,
+}
+
+impl<'a, const N: usize> Distinct<'a, N> {
+    fn new() -> Self {
+        Distinct {
+            positions: HashMap::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The position of `key`, added if new.
+    fn position(&mut self, key: [&'a str; N]) -> usize {
+        *self.positions.entry(key).or_insert_with(|| {
+            self.keys.push(key);
+            self.keys.len() - 1
+        })
+    }
+}
+
+/// Reads the records of a batch of fires: their schedules (with the latest run status)
+/// first, then the distinct projects and creators those schedules name.
+fn read_fires(
+    conn: &Connection,
+    keys: &str,
+    now: i64,
+    count: usize,
+) -> Result<Vec<Option<FireContext>>, PortError> {
+    // One snapshot for the three reads, as one query would have.
+    let snapshot = conn.unchecked_transaction().map_err(db_err)?;
+    let schedules = keyed(
+        &snapshot,
+        LOAD_SCHEDULES,
+        (keys, now),
+        count,
+        0,
+        schedule_from_row,
+    )?;
+    let mut projects = Distinct::<2>::new();
+    let mut creators = Distinct::<3>::new();
+    let shared: Vec<Option<(usize, usize)>> = schedules
+        .iter()
+        .map(|slot| {
+            slot.as_ref().map(|(s, _)| {
+                let (workspace, project) = (s.workspace_id.as_str(), s.project_id.as_str());
+                (
+                    projects.position([workspace, project]),
+                    creators.position([workspace, project, s.created_by.as_str()]),
+                )
+            })
+        })
+        .collect();
+    let project_records = keyed(
+        &snapshot,
+        &LOAD_PROJECTS,
+        [to_json(&projects.keys)?],
+        projects.keys.len(),
+        PROJECT_KEY,
+        project_from_row,
+    )?;
+    let creator_records = keyed(
+        &snapshot,
+        LOAD_CREATORS,
+        [to_json(&creators.keys)?],
+        creators.keys.len(),
+        CREATOR_KEY,
+        creator_from_row,
+    )?;
+    drop(snapshot);
+    schedules
+        .into_iter()
+        .zip(shared)
+        .map(|(slot, shared)| {
+            let (Some((schedule, latest_status)), Some((project, creator))) = (slot, shared) else {
+                return Ok(None);
+            };
+            let project = project_records.get(project).cloned().flatten();
+            let (creator, creator_role) = creator_records
+                .get(creator)
+                .cloned()
+                .flatten()
+                .unwrap_or((None, None));
+            Ok(Some(FireContext {
+                schedule,
+                project,
+                creator,
+                creator_role,
+                previous_run_active: latest_status.is_some_and(|s| !s.is_terminal()),
+                published_connections: None,
+            }))
+        })
+        .collect()
 }
 
 impl SqliteStore {
@@ -173,23 +248,8 @@ impl DispatchPath for SqliteStore {
         let keys = to_json(&keys)?;
         let now = nanos(&now);
         let count = requests.len();
-        self.read(move |conn| {
-            // Each row goes straight to its request's slot: a batch's contexts are large,
-            // and collecting them first moved every one twice (BENCHMARKS.md §5).
-            let mut fires: Vec<Option<FireContext>> = vec![None; count];
-            let (mut projects, mut users) = (Decoded::new(), Decoded::new());
-            let mut statement = conn.prepare_cached(&LOAD_FIRES).map_err(db_err)?;
-            let mut rows = statement.query((&keys, now)).map_err(db_err)?;
-            while let Some(row) = rows.next().map_err(db_err)? {
-                let (position, fire) = fire_from_row(row, &mut projects, &mut users)?;
-                let slot = fires
-                    .get_mut(position)
-                    .ok_or_else(|| PortError::fatal("sqlite: json_each key out of range"))?;
-                *slot = Some(fire);
-            }
-            Ok(fires)
-        })
-        .await
+        self.read(move |conn| read_fires(conn, &keys, now, count))
+            .await
     }
 }
 
@@ -234,31 +294,41 @@ mod tests {
     use super::*;
     use crate::adapters::local::sqlite::lock;
 
+    /// The query plan of `sql`, one line per step.
+    fn plan(store: &SqliteStore, sql: &str, params: impl rusqlite::Params) -> String {
+        let conn = lock(&store.pool.writer);
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        stmt.query_map(params, |row| row.get::<_, String>(3))
+            .expect("explain")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("\n")
+    }
+
     #[test]
     fn fires_are_read_by_key_from_the_request_list() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
-        let conn = lock(&store.pool.writer);
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", *LOAD_FIRES))
-            .expect("prepare");
-        let plan = stmt
-            .query_map(("[]", ""), |row| row.get::<_, String>(3))
-            .expect("explain")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("plan rows")
-            .join("\n");
-        // The request list drives the join: every table is a key lookup, never a scan.
-        assert!(plan.contains("SCAN j"), "{plan}");
-        for table in [
-            "s USING INDEX",
-            "p USING",
-            "u USING",
-            "m USING",
-            "r USING INDEX runs_by_schedule",
-        ] {
-            assert!(plan.contains(table), "{table}: {plan}");
+        // Each request list drives its join: every table is a key lookup, never a scan.
+        let cases = [
+            (
+                plan(&store, LOAD_SCHEDULES, ("[]", 0)),
+                &["s USING INDEX", "r USING INDEX runs_by_schedule"][..],
+            ),
+            (plan(&store, &LOAD_PROJECTS, ["[]"]), &["p USING INDEX"][..]),
+            (
+                plan(&store, LOAD_CREATORS, ["[]"]),
+                &["u USING INDEX", "m USING INDEX"][..],
+            ),
+        ];
+        for (plan, tables) in cases {
+            assert!(plan.contains("SCAN j"), "{plan}");
+            for table in tables {
+                assert!(plan.contains(table), "{table}: {plan}");
+            }
+            assert_eq!(plan.matches("SCAN").count(), 1, "{plan}");
         }
-        assert_eq!(plan.matches("SCAN").count(), 1, "{plan}");
     }
 }
