@@ -46,10 +46,15 @@ pub struct TimerSettings {
     /// How long before an instant the timer takes its fires off the queue and builds them,
     /// to hand them over at the instant itself: thousands of schedules share a whole
     /// minute, and building their fires after the instant would make every one of them
-    /// that much late. It then waits for the instant awake, so this is also the CPU time
-    /// of one core spent per instant. A change to a schedule this close to its fire
-    /// applies from its next fire, as if it had arrived just after the instant.
+    /// that much late. After an idle stretch, with the timer's memory out of the CPU's
+    /// caches, taking off 1,667 fires took 5–40 ms (BENCHMARKS.md §5), so this is well
+    /// above that. A change to a schedule this close to its fire applies from its next
+    /// fire, as if it had arrived just after the instant.
     pub lead: Duration,
+    /// How long before an instant the timer stops sleeping and waits for it awake (at
+    /// most `lead`): a thread woken from a sleep can take milliseconds to run again, and
+    /// this is the CPU time of one core spent per instant.
+    pub awake: Duration,
     /// First retry delay of a failed dispatch; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -62,7 +67,8 @@ impl Default for TimerSettings {
             concurrency: 4,
             batch: 10_000,
             first_batch: 1_000,
-            lead: Duration::milliseconds(25),
+            lead: Duration::milliseconds(250),
+            awake: Duration::milliseconds(25),
             backoff: Duration::seconds(1),
             max_backoff: Duration::minutes(1),
         }
@@ -408,6 +414,7 @@ impl LocalTimer {
         let batch_size = self.inner.settings.batch.max(1);
         let first_batch_size = self.inner.settings.first_batch.clamp(1, batch_size);
         let lead = self.inner.settings.lead.max(Duration::zero());
+        let awake = self.inner.settings.awake.clamp(Duration::zero(), lead);
         let permits = Arc::new(Semaphore::new(self.inner.settings.concurrency.max(1)));
         let clock = self.inner.clock.clone();
         loop {
@@ -429,17 +436,12 @@ impl LocalTimer {
                 *at_instant.entry(d.at).or_default() += 1;
             }
             let mut due = due.into_iter().peekable();
+            // The batches are built before the instant, so handing one over at the instant
+            // is a spawn: built after it, from memory the idle stretch left cold, they
+            // made the instant's first fires that much late.
+            let mut batches = Vec::new();
             let mut previous = None;
             while let Some(at) = due.peek().map(|d| d.at) {
-                // Taken off up to `lead` early; handed over at the instant, waited for
-                // awake (yielding to every other task) rather than asleep: a thread woken
-                // from a sleep can take several milliseconds to run again (on a virtual
-                // machine idle since the previous minute, single minutes were 8–25 ms
-                // late; BENCHMARKS.md §5), while staying awake costs at most `lead` of one
-                // core per instant.
-                while at > clock.now() {
-                    tokio::task::yield_now().await;
-                }
                 // When an instant has more than one batch of fires, its first batch is
                 // small: its runs reach the store's single writer while the full batches
                 // are still being read and built, instead of the writer waiting for a whole
@@ -458,6 +460,21 @@ impl LocalTimer {
                 {
                     fires.push(d.fire);
                     generations.push(d.generation);
+                }
+                batches.push((at, fires, generations));
+            }
+            for (at, fires, generations) in batches {
+                // Taken off up to `lead` early; handed over at the instant, the last
+                // `awake` of it waited for awake (yielding to every other task) rather than
+                // asleep: a thread woken from a sleep can take several milliseconds to run
+                // again (on a virtual machine idle since the previous minute, single
+                // minutes were 8–25 ms late; BENCHMARKS.md §5), while staying awake costs
+                // at most `awake` of one core per instant.
+                if at - awake > clock.now() {
+                    clock.sleep_until(at - awake).await;
+                }
+                while at > clock.now() {
+                    tokio::task::yield_now().await;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
