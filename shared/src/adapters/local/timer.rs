@@ -47,7 +47,7 @@ pub struct TimerSettings {
     /// to hand them over at the instant itself: thousands of schedules share a whole
     /// minute, and building their fires after the instant would make every one of them
     /// that much late. After an idle stretch, with the timer's memory out of the CPU's
-    /// caches, taking off 1,667 fires took 5–40 ms (BENCHMARKS.md §5), so this is well
+    /// caches, taking off 1,667 fires took 5–36 ms (BENCHMARKS.md §5), so this is well
     /// above that. A change to a schedule this close to its fire applies from its next
     /// fire, as if it had arrived just after the instant.
     pub lead: Duration,
