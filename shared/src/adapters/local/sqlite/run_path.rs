@@ -3,9 +3,9 @@
 //! with three queries, whatever the batch's size: the schedules with their latest runs,
 //! then the distinct projects and creators they name. So the local timer can dispatch the
 //! thousands of fires that fall due on the same minute without a round trip per record; a
-//! single fire is a batch of one. The
-//! executor's steps are composed from the single-record methods (`ComposedRunPath`), every
-//! one a local call; the start and the end are the guarded `update_run`.
+//! single fire is a batch of one. The executor's steps are composed from the single-record
+//! methods (`ComposedRunPath`), every one a local call; the start and the end are the
+//! guarded `update_run`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -69,9 +69,9 @@ const CREATOR_KEY: usize = 5;
 /// What a creator is to a fire: the user, and their role on the schedule's project.
 type Creator = (Option<User>, Option<ProjectRole>);
 
-/// Runs `sql` over the JSON array of keys `keys` and decodes each row into the slot of
-/// the key it answers (its `j.key`, in column `key`): one slot per key, `None` where no
-/// row came back.
+/// Runs `sql`, whose `?1` is a JSON array of `count` keys, and decodes each row into the
+/// slot of the key it answers (its `j.key`, in column `key`): one slot per key, `None`
+/// where no row came back.
 fn keyed<T>(
     conn: &Connection,
     sql: &str,
