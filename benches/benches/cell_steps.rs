@@ -6,7 +6,9 @@
 //!   for the cells it reads), and `plan, cached`: what a run of a version planned before
 //!   pays (`PlanCache::plan`);
 //! * `render`: `template::render_sql` of one cell of that chain (constructs check, parse,
-//!   render with its input and the upstream cell's `rowCount`, binds);
+//!   render with its input and the upstream cell's `rowCount`, binds), and `render, checked
+//!   at planning`: the same without the constructs check (`template::render_checked_sql`),
+//!   as the executor renders the cells of a version it planned;
 //! * `cache_key`: `template::cache_key` of the rendered statement.
 //!
 //! `cargo bench -p scheduled-runs-benches --bench cell_steps`
@@ -96,6 +98,12 @@ fn steps(c: &mut Criterion) {
     let sql = &body.cells[1].sql;
     c.bench_function("render (1 cell)", |b| {
         b.iter(|| template::render_sql(black_box(sql), &ctx, Dialect::Sqlite).expect("renders"))
+    });
+
+    c.bench_function("render, checked at planning (1 cell)", |b| {
+        b.iter(|| {
+            template::render_checked_sql(black_box(sql), &ctx, Dialect::Sqlite).expect("renders")
+        })
     });
 
     let bound = template::render_sql(sql, &ctx, Dialect::Sqlite).expect("renders");

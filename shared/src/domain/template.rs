@@ -219,6 +219,17 @@ pub fn render_sql(
 ) -> Result<BoundSql, TemplateError> {
     // Versions published before captured blocks were refused may still hold one.
     check_constructs(template)?;
+    render_checked_sql(template, ctx, dialect)
+}
+
+/// [`render_sql`] of a template known to pass [`check_constructs`]: the executor checks a
+/// version's templates once, when it plans the version, since the check parses the
+/// template a second time (a third of a render; BENCHMARKS.md §7).
+pub fn render_checked_sql(
+    template: &str,
+    ctx: &TemplateContext<'_>,
+    dialect: Dialect,
+) -> Result<BoundSql, TemplateError> {
     let binds: Arc<Mutex<Vec<SqlValue>>> = Arc::new(Mutex::new(Vec::new()));
     let mut env = environment();
     let sink = Arc::clone(&binds);

@@ -92,7 +92,18 @@ pub struct ExecutorService {
 /// changes, so its plan is worked out once.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: Mutex<HashMap<VersionKey, Arc<[String]>>>,
+    plans: Mutex<HashMap<VersionKey, Arc<[PlannedCell]>>>,
+}
+
+/// A cell of a plan, in the order a run executes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedCell {
+    pub id: String,
+    /// Whether the cell's template passed `template::check_constructs` when the version was
+    /// planned, so its renders need not check it again. Only versions published before
+    /// captured blocks were refused can hold one that does not; such a cell fails when it
+    /// is rendered, as before, after the cells ahead of it ran.
+    pub checked: bool,
 }
 
 /// (workspace, project, version number)
@@ -108,7 +119,7 @@ impl PlanCache {
         &self,
         workspace_id: &str,
         version: &ProjectVersion,
-    ) -> Result<Arc<[String]>, VersionError> {
+    ) -> Result<Arc<[PlannedCell]>, VersionError> {
         let key = (
             workspace_id.to_owned(),
             version.project_id.clone(),
@@ -118,7 +129,18 @@ impl PlanCache {
         if let Some(plan) = lock().get(&key) {
             return Ok(Arc::clone(plan));
         }
-        let plan: Arc<[String]> = cells::execution_plan(&version.body)?.into();
+        let plan: Arc<[PlannedCell]> = cells::execution_plan(&version.body)?
+            .into_iter()
+            .map(|id| {
+                let checked = version
+                    .body
+                    .cells
+                    .iter()
+                    .find(|cell| cell.id == id)
+                    .is_some_and(|cell| template::check_constructs(&cell.sql).is_ok());
+                PlannedCell { id, checked }
+            })
+            .collect();
         let mut plans = lock();
         if plans.len() >= PLANS_KEPT {
             plans.clear();
@@ -475,8 +497,8 @@ impl ExecutorService {
         let mut connections: HashMap<String, RunConnection> = HashMap::new();
         let deadline =
             run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
-        for cell_id in plan.iter() {
-            let Some(cell) = body.cells.iter().find(|c| &c.id == cell_id) else {
+        for planned in plan.iter() {
+            let Some(cell) = body.cells.iter().find(|c| c.id == planned.id) else {
                 continue;
             };
             if cancel.is_cancelled() || self.clock.now() >= deadline {
@@ -512,7 +534,12 @@ impl ExecutorService {
             let Some(connection) = connections.get_mut(&cell.connection) else {
                 continue;
             };
-            let bound = match template::render_sql(&cell.sql, &ctx, connection.dialect()) {
+            let render = if planned.checked {
+                template::render_checked_sql
+            } else {
+                template::render_sql
+            };
+            let bound = match render(&cell.sql, &ctx, connection.dialect()) {
                 Ok(bound) => bound,
                 Err(e) => {
                     results.push(errored_cell(&cell.id, e.to_string(), started));
@@ -776,20 +803,44 @@ mod tests {
     #[test]
     fn a_version_is_planned_once_and_each_version_on_its_own() {
         let plans = PlanCache::default();
+        let ids = |plan: &[PlannedCell]| plan.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
         let first = plans.plan("w", &version("p", 1, "b")).expect("plan");
-        assert_eq!(&*first, ["a", "b"]);
+        assert_eq!(ids(&first), ["a", "b"]);
+        assert!(first.iter().all(|c| c.checked), "{first:?}");
         let again = plans.plan("w", &version("p", 1, "b")).expect("plan");
         assert!(
             Arc::ptr_eq(&first, &again),
             "the same plan, not planned again"
         );
         let next = plans.plan("w", &version("p", 2, "a")).expect("plan");
-        assert_eq!(&*next, ["a"], "another version, its own plan");
+        assert_eq!(ids(&next), ["a"], "another version, its own plan");
         let elsewhere = plans.plan("w2", &version("p", 1, "a")).expect("plan");
         assert_eq!(
-            &*elsewhere,
+            ids(&elsewhere),
             ["a"],
             "another workspace's project of the same id"
+        );
+    }
+
+    #[test]
+    fn a_template_that_captures_rendered_sql_is_left_to_be_checked_at_render() {
+        // Refused at publish now; a version published before that may still hold one.
+        let mut legacy = version("p", 1, "b");
+        legacy.body.cells[1].sql =
+            "{% set q %}{{ cells.a.value }}{% endset %}SELECT {{ q }}".into();
+        let plan = PlanCache::default().plan("w", &legacy).expect("plan");
+        assert_eq!(
+            *plan,
+            [
+                PlannedCell {
+                    id: "a".into(),
+                    checked: true
+                },
+                PlannedCell {
+                    id: "b".into(),
+                    checked: false
+                }
+            ]
         );
     }
 
