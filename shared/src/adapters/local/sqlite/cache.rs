@@ -5,10 +5,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::Transaction;
 
 use super::codec::{from_json, to_json, ts};
 use super::{SqliteStore, db_err, exec, query_opt, result_rows};
-use crate::domain::model::CachedResult;
+use crate::domain::model::{CachedResult, Run};
 use crate::ports::{PortError, SqlCacheStore};
 
 /// Expired entries deleted per write at most: enough to keep up with the writes that
@@ -54,17 +55,9 @@ impl SqlCacheStore for SqliteStore {
     }
 
     async fn put_cached(&self, entry: &CachedResult) -> Result<(), PortError> {
-        match self.put_in_table(entry).await {
-            Ok(()) => {
-                self.pool.cache_memo.put(entry);
-                Ok(())
-            }
-            Err(e) => {
-                // The table holds the old entry or the new one: let the next read decide.
-                self.pool.cache_memo.forget(&entry.workspace_id, &entry.key);
-                Err(e)
-            }
-        }
+        let outcome = self.put_in_table(entry).await;
+        self.remember(entry, &outcome);
+        outcome
     }
 }
 
@@ -75,46 +68,97 @@ impl SqliteStore {
         self.pool.cache_memo.clear();
     }
 
+    /// Keeps in memory an entry just written to the table, or forgets the key if writing
+    /// failed: the table then holds the old entry or the new one, and the next read decides.
+    fn remember(&self, entry: &CachedResult, written: &Result<(), PortError>) {
+        match written {
+            Ok(()) => self.pool.cache_memo.put(entry),
+            Err(_) => self.pool.cache_memo.forget(&entry.workspace_id, &entry.key),
+        }
+    }
+
+    /// [`remember`](Self::remember) for an entry a run's end wrote; a failure is logged
+    /// and otherwise ignored, as a SQL-cache write never fails the run.
+    pub(super) fn remember_cached(
+        &self,
+        entry: &CachedResult,
+        written: Result<(), PortError>,
+        run: &Run,
+    ) {
+        self.remember(entry, &written);
+        if let Err(e) = written {
+            tracing::warn!(run_id = %run.run_id, schedule_id = ?run.schedule_id, error = %e,
+                "SQL cache write failed");
+        }
+    }
+
     async fn put_in_table(&self, entry: &CachedResult) -> Result<(), PortError> {
-        let (ws, key) = (entry.workspace_id.clone(), entry.key.clone());
-        let expires_at = ts(&entry.expires_at);
-        // The entry's creation time stands in for "now": whatever expired before it is
-        // unreadable by anyone.
-        let now = ts(&entry.created_at);
-        // Rows of many rows are stored apart, shared with the runs that show them.
+        let encoded = EncodedEntry::of(entry)?;
+        self.write(move |tx| encoded.write(tx)).await
+    }
+}
+
+/// A cache entry ready to be written: encoded before the writer is taken.
+pub(super) struct EncodedEntry {
+    workspace_id: String,
+    key: String,
+    expires_at: String,
+    /// The entry's creation time stands in for "now": whatever expired before it is
+    /// unreadable by anyone.
+    now: String,
+    body: String,
+    /// Rows of many rows are stored apart, shared with the runs that show them.
+    shared: Option<result_rows::PreparedRows>,
+}
+
+impl EncodedEntry {
+    pub(super) fn of(entry: &CachedResult) -> Result<EncodedEntry, PortError> {
         let shared = result_rows::prepare(&entry.rows)?;
-        let (body, rows_id) = match &shared {
-            None => (to_json(entry)?, None),
-            Some(prepared) => {
-                let stripped = CachedResult {
-                    rows: Default::default(),
-                    ..entry.clone()
-                };
-                (to_json(&stripped)?, Some(prepared.id().to_string()))
-            }
+        let body = match &shared {
+            None => to_json(entry)?,
+            Some(_) => to_json(&CachedResult {
+                rows: Default::default(),
+                ..entry.clone()
+            })?,
         };
-        self.write(move |tx| {
-            exec(
-                tx,
-                "INSERT INTO sql_cache (workspace_id, cache_key, expires_at, body, rows_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (workspace_id, cache_key)
-                 DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body,
-                     rows_id = excluded.rows_id",
-                (&ws, &key, &expires_at, &body, &rows_id),
-            )?;
-            if let Some(prepared) = &shared {
-                result_rows::keep(tx, &ws, &expires_at, prepared)?;
-            }
-            exec(
-                tx,
-                "DELETE FROM sql_cache WHERE rowid IN (
-                     SELECT rowid FROM sql_cache WHERE expires_at <= ?1 LIMIT ?2)",
-                (&now, RECLAIM_PER_WRITE),
-            )?;
-            Ok(())
+        Ok(EncodedEntry {
+            workspace_id: entry.workspace_id.clone(),
+            key: entry.key.clone(),
+            expires_at: ts(&entry.expires_at),
+            now: ts(&entry.created_at),
+            body,
+            shared,
         })
-        .await
+    }
+
+    /// Writes the entry (replacing any of its key) inside the caller's transaction.
+    pub(super) fn write(&self, tx: &Transaction<'_>) -> Result<(), PortError> {
+        let rows_id = self.shared.as_ref().map(|p| p.id().to_string());
+        exec(
+            tx,
+            "INSERT INTO sql_cache (workspace_id, cache_key, expires_at, body, rows_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (workspace_id, cache_key)
+             DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body,
+                 rows_id = excluded.rows_id",
+            (
+                &self.workspace_id,
+                &self.key,
+                &self.expires_at,
+                &self.body,
+                &rows_id,
+            ),
+        )?;
+        if let Some(prepared) = &self.shared {
+            result_rows::keep(tx, &self.workspace_id, &self.expires_at, prepared)?;
+        }
+        exec(
+            tx,
+            "DELETE FROM sql_cache WHERE rowid IN (
+                 SELECT rowid FROM sql_cache WHERE expires_at <= ?1 LIMIT ?2)",
+            (&self.now, RECLAIM_PER_WRITE),
+        )?;
+        Ok(())
     }
 }
 

@@ -15,8 +15,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
+use super::cache::EncodedEntry;
 use super::codec::{from_json, nanos, to_json};
 use super::projects::{P_PROJECT_COLUMNS, project_from_row, role_from_text};
+use super::runs::RunUpdate;
 use super::workspaces::user_from_row;
 use super::{SqliteStore, db_err};
 use crate::domain::model::{
@@ -24,7 +26,7 @@ use crate::domain::model::{
 };
 use crate::ports::{
     ComposedRunPath, DispatchPath, ExecutionInputs, ExecutionPath, FireContext, FireRequest,
-    PortError, RunStart,
+    PortError, ResultsStore, RunStart,
 };
 
 /// The schedules of the fires named by `?1`, a JSON array of `[workspaceId, scheduleId]`
@@ -278,6 +280,12 @@ impl ExecutionPath for SqliteStore {
             .await
     }
 
+    /// The run's guarded update and its SQL-cache entries are one write transaction: as a
+    /// write of its own each, an entry cost every executed cell a trip to the writer and a
+    /// commit (60–70 µs a cell of 1,000 rows; BENCHMARKS.md §7). Each entry has a savepoint
+    /// of its own, so one that fails is undone alone and logged, as a failed cache write
+    /// always was, and the run's end stands. Published results follow as their own
+    /// conditional write.
     async fn end_run(
         &self,
         run: &Run,
@@ -285,7 +293,38 @@ impl ExecutionPath for SqliteStore {
         results: Option<&PublishedResults>,
         cache: &[CachedResult],
     ) -> Result<bool, PortError> {
-        self.composed().end_run(run, expected, results, cache).await
+        let update = RunUpdate::of(run, expected)?;
+        let entries: Vec<Result<EncodedEntry, PortError>> =
+            cache.iter().map(EncodedEntry::of).collect();
+        let written = self
+            .write(move |tx| {
+                update.apply(tx)?;
+                entries
+                    .iter()
+                    .map(|entry| {
+                        let entry = match entry {
+                            Ok(entry) => entry,
+                            Err(e) => return Ok(Err(e.clone())),
+                        };
+                        tx.execute_batch("SAVEPOINT cache_entry").map_err(db_err)?;
+                        let outcome = entry.write(tx);
+                        if outcome.is_err() {
+                            tx.execute_batch("ROLLBACK TO cache_entry")
+                                .map_err(db_err)?;
+                        }
+                        tx.execute_batch("RELEASE cache_entry").map_err(db_err)?;
+                        Ok(outcome)
+                    })
+                    .collect::<Result<Vec<_>, PortError>>()
+            })
+            .await?;
+        for (entry, outcome) in cache.iter().zip(written) {
+            self.remember_cached(entry, outcome, run);
+        }
+        match results {
+            Some(results) => self.put_results_if_newer(results).await,
+            None => Ok(false),
+        }
     }
 }
 

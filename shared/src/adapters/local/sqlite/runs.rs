@@ -287,6 +287,69 @@ fn insert_if_absent(
         .ok_or(PortError::AlreadyExists)
 }
 
+/// The guarded replacement of a run's record, encoded before the writer is taken.
+pub(super) struct RunUpdate {
+    encoded: EncodedRun,
+    expected: RunGuard,
+}
+
+impl RunUpdate {
+    pub(super) fn of(run: &Run, expected: RunGuard) -> Result<RunUpdate, PortError> {
+        Ok(RunUpdate {
+            encoded: columns(run)?,
+            expected,
+        })
+    }
+
+    /// Replaces the record inside the caller's transaction if it is still at `expected`.
+    pub(super) fn apply(&self, tx: &Transaction<'_>) -> Result<(), PortError> {
+        let row = &self.encoded.row;
+        // The guard is in the WHERE clause, so checking and replacing are one step.
+        // The workspace and id of the row never change (?1, ?2 only select it).
+        let changed = exec(
+            tx,
+            "UPDATE runs SET project_id = ?3, schedule_id = ?4, run_trigger = ?5,
+                 status = ?6, scheduled_for = ?7, created_at = ?8, log_at = ?9,
+                 expires_at = ?10, attempt = ?11, body = ?12, event_pending = ?13,
+                 cell_rows = ?16
+             WHERE run_id = ?1 AND workspace_id = ?2 AND status = ?14 AND attempt = ?15",
+            rusqlite::params![
+                row.0,
+                row.1,
+                row.2,
+                row.3,
+                row.4,
+                row.5,
+                row.6,
+                row.7,
+                row.8,
+                row.9,
+                row.10,
+                row.11,
+                row.12,
+                self.expected.status.as_str(),
+                self.expected.attempt,
+                row.13,
+            ],
+        )?;
+        if changed == 1 {
+            return self.encoded.keep_results(tx);
+        }
+        // Nothing matched: tell a stale guard from a run that is not there (in this
+        // workspace; another tenant's run of the same id is not revealed).
+        let exists = query_opt(
+            tx,
+            "SELECT 1 FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
+            (&row.1, &row.0),
+            |_| Ok(()),
+        )?;
+        Err(match exists {
+            Some(()) => PortError::VersionMismatch,
+            None => PortError::NotFound,
+        })
+    }
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run_if_absent(&self, run: &Run) -> Result<RunCreated, PortError> {
@@ -383,55 +446,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn update_run(&self, run: &Run, expected: RunGuard) -> Result<(), PortError> {
-        let (ws, id) = (run.workspace_id.clone(), run.run_id.clone());
-        let encoded = columns(run)?;
-        self.write(move |tx| {
-            let row = &encoded.row;
-            // The guard is in the WHERE clause, so checking and replacing are one step.
-            // The workspace and id of the row never change (?1, ?2 only select it).
-            let changed = exec(
-                tx,
-                "UPDATE runs SET project_id = ?3, schedule_id = ?4, run_trigger = ?5,
-                     status = ?6, scheduled_for = ?7, created_at = ?8, log_at = ?9,
-                     expires_at = ?10, attempt = ?11, body = ?12, event_pending = ?13,
-                     cell_rows = ?16
-                 WHERE run_id = ?1 AND workspace_id = ?2 AND status = ?14 AND attempt = ?15",
-                rusqlite::params![
-                    row.0,
-                    row.1,
-                    row.2,
-                    row.3,
-                    row.4,
-                    row.5,
-                    row.6,
-                    row.7,
-                    row.8,
-                    row.9,
-                    row.10,
-                    row.11,
-                    row.12,
-                    expected.status.as_str(),
-                    expected.attempt,
-                    row.13,
-                ],
-            )?;
-            if changed == 1 {
-                return encoded.keep_results(tx);
-            }
-            // Nothing matched: tell a stale guard from a run that is not there (in this
-            // workspace; another tenant's run of the same id is not revealed).
-            let exists = query_opt(
-                tx,
-                "SELECT 1 FROM runs WHERE workspace_id = ?1 AND run_id = ?2",
-                (&ws, &id),
-                |_| Ok(()),
-            )?;
-            Err(match exists {
-                Some(()) => PortError::VersionMismatch,
-                None => PortError::NotFound,
-            })
-        })
-        .await
+        let update = RunUpdate::of(run, expected)?;
+        self.write(move |tx| update.apply(tx)).await
     }
 
     async fn list_project_runs(
@@ -865,5 +881,59 @@ mod tests {
             "{pending}"
         );
         assert!(!pending.contains("TEMP B-TREE"), "no sort step: {pending}");
+    }
+
+    /// The run's end and its cache entries are one transaction; an entry the store refuses
+    /// is undone alone and the run's end stands, while a stale guard writes nothing.
+    #[tokio::test]
+    async fn a_run_ends_with_its_cache_entries_and_a_refused_entry_fails_alone() {
+        use crate::ports::ExecutionPath;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let pending = run("r1", "p");
+        store.create_run_if_absent(&pending).await.expect("created");
+        lock(&store.pool.writer)
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse_bad BEFORE INSERT ON sql_cache
+                 WHEN NEW.cache_key = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .expect("trigger");
+        let entry = |key: &str| CachedResult {
+            workspace_id: "w".into(),
+            key: key.into(),
+            columns: vec!["n".into()],
+            rows: vec![vec![serde_json::json!(1)]].into(),
+            row_count: 1,
+            created_at: at(2),
+            expires_at: at(10),
+        };
+        let mut ended = pending.clone();
+        ended.status = RunStatus::Completed;
+        ended.end_time = Some(at(2));
+        let published = store
+            .end_run(
+                &ended,
+                pending.guard(),
+                None,
+                &[entry("good"), entry("bad"), entry("also")],
+            )
+            .await
+            .expect("the run ends");
+        assert!(!published);
+        let stored = store.get_run("w", "r1").await.expect("read").expect("run");
+        assert_eq!(stored.status, RunStatus::Completed);
+        store.forget_cached_results();
+        for (key, kept) in [("good", true), ("bad", false), ("also", true)] {
+            let found = store.get_cached("w", key, at(3)).await.expect("read");
+            assert_eq!(found.is_some(), kept, "{key}");
+        }
+        // The guard is stale now: nothing of this end is written.
+        let late = store
+            .end_run(&ended, pending.guard(), None, &[entry("late")])
+            .await;
+        assert!(matches!(late, Err(PortError::VersionMismatch)), "{late:?}");
+        store.forget_cached_results();
+        let found = store.get_cached("w", "late", at(3)).await.expect("read");
+        assert!(found.is_none(), "{found:?}");
     }
 }
