@@ -140,7 +140,7 @@ impl Warehouse {
                     .replace("{{ rows }}", "?1");
                 let conn = Arc::clone(conn);
                 // On a thread of the blocking pool, as the connector runs a statement: the
-                // same statement took 0.5-1.5 ms (2-6%) longer there than on the bench's
+                // same statement took 0.5-1.7 ms (2-6%) longer there than on the bench's
                 // main thread, which no engine work explains (BENCHMARKS.md §7). The hop
                 // itself is not timed here, so it counts as the engine's overhead.
                 tokio::task::spawn_blocking(move || {

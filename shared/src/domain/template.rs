@@ -224,7 +224,7 @@ pub fn render_sql(
 
 /// [`render_sql`] of a template known to pass [`check_constructs`]: the executor checks a
 /// version's templates once, when it plans the version, since the check parses the
-/// template a second time (a third of a render; BENCHMARKS.md §7).
+/// template a second time (a fifth of a render; BENCHMARKS.md §7).
 pub fn render_checked_sql(
     template: &str,
     ctx: &TemplateContext<'_>,
