@@ -131,6 +131,23 @@ impl EncodedEntry {
         })
     }
 
+    /// [`write`](Self::write) under a savepoint of its own, so that a failure undoes this
+    /// entry alone and the caller's transaction goes on: the inner result is the entry's,
+    /// the outer one the transaction's (a savepoint that cannot be taken or undone).
+    pub(super) fn write_alone(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<Result<(), PortError>, PortError> {
+        tx.execute_batch("SAVEPOINT cache_entry").map_err(db_err)?;
+        let outcome = self.write(tx);
+        if outcome.is_err() {
+            tx.execute_batch("ROLLBACK TO cache_entry")
+                .map_err(db_err)?;
+        }
+        tx.execute_batch("RELEASE cache_entry").map_err(db_err)?;
+        Ok(outcome)
+    }
+
     /// Writes the entry (replacing any of its key) inside the caller's transaction.
     pub(super) fn write(&self, tx: &Transaction<'_>) -> Result<(), PortError> {
         let rows_id = self.shared.as_ref().map(|p| p.id().to_string());

@@ -301,19 +301,9 @@ impl ExecutionPath for SqliteStore {
                 update.apply(tx)?;
                 entries
                     .iter()
-                    .map(|entry| {
-                        let entry = match entry {
-                            Ok(entry) => entry,
-                            Err(e) => return Ok(Err(e.clone())),
-                        };
-                        tx.execute_batch("SAVEPOINT cache_entry").map_err(db_err)?;
-                        let outcome = entry.write(tx);
-                        if outcome.is_err() {
-                            tx.execute_batch("ROLLBACK TO cache_entry")
-                                .map_err(db_err)?;
-                        }
-                        tx.execute_batch("RELEASE cache_entry").map_err(db_err)?;
-                        Ok(outcome)
+                    .map(|entry| match entry {
+                        Ok(entry) => entry.write_alone(tx),
+                        Err(e) => Ok(Err(e.clone())),
                     })
                     .collect::<Result<Vec<_>, PortError>>()
             })
