@@ -8,7 +8,9 @@
 //! * `render`: `template::render_sql` of one cell of that chain (constructs check, parse,
 //!   render with its input and the upstream cell's `rowCount`, binds), and `render, checked
 //!   at planning`: the same without the constructs check (`template::render_checked_sql`),
-//!   as the executor renders the cells of a version it planned;
+//!   and `render, compiled at planning`: the cell's template compiled once with its
+//!   version's plan (`Plan::templates`), as the executor renders the cells of a version it
+//!   planned;
 //! * `cache_key`: `template::cache_key` of the rendered statement.
 //!
 //! `cargo bench -p scheduled-runs-benches --bench cell_steps`
@@ -103,6 +105,16 @@ fn steps(c: &mut Criterion) {
     c.bench_function("render, checked at planning (1 cell)", |b| {
         b.iter(|| {
             template::render_checked_sql(black_box(sql), &ctx, Dialect::Sqlite).expect("renders")
+        })
+    });
+
+    let plan = plans.plan("w", &version).expect("a plan");
+    c.bench_function("render, compiled at planning (1 cell)", |b| {
+        b.iter(|| {
+            plan.templates
+                .render(black_box("c1"), &ctx, Dialect::Sqlite)
+                .expect("compiled")
+                .expect("renders")
         })
     });
 

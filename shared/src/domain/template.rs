@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use minijinja::value::{Enumerator, Object, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
@@ -98,15 +98,66 @@ pub enum TemplateError {
     Unsupported(String),
 }
 
-/// The environment templates render in.
-fn environment<'s>() -> Environment<'s> {
+/// The environment templates render in for `dialect`: every printed value becomes a bind
+/// (`bind`), written as the dialect's placeholder.
+fn environment<'s>(dialect: Dialect) -> Environment<'s> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(RECURSION_LIMIT);
     // As in `parsing_environment`, which must parse the same way.
     env.set_keep_trailing_newline(true);
+    env.set_formatter(move |out, state, value| bind(out, state, value, dialect));
     env
+}
+
+/// The name of the render's binds among its state's temps, which only Rust code can reach:
+/// a template can neither read nor replace them.
+const BINDS: &str = "scheduled-runs.binds";
+
+/// The values a render has bound so far, in placeholder order.
+#[derive(Debug, Default)]
+struct Binds(Mutex<Vec<SqlValue>>);
+
+impl Object for Binds {}
+
+/// The formatter: prints `value` as the next placeholder and binds the value to it.
+fn bind(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &Value,
+    dialect: Dialect,
+) -> Result<(), minijinja::Error> {
+    // `{{ x if cond }}` with a false `cond` prints nothing and binds nothing.
+    if value.is_undefined() {
+        return Ok(());
+    }
+    let bound = to_sql_value(value)?;
+    let binds = match state.get_temp(BINDS) {
+        Some(binds) => binds,
+        None => {
+            let binds = Value::from_object(Binds::default());
+            state.set_temp(BINDS, binds.clone());
+            binds
+        }
+    };
+    let binds = binds.downcast_object_ref::<Binds>().ok_or_else(|| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, "the render's binds are lost")
+    })?;
+    let mut binds = binds.0.lock().unwrap_or_else(PoisonError::into_inner);
+    if binds.len() >= MAX_BINDS {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("a statement may carry at most {MAX_BINDS} bind parameters"),
+        ));
+    }
+    binds.push(bound);
+    let n = binds.len();
+    let written = match dialect {
+        Dialect::Sqlite => write!(out, "?{n}"),
+        Dialect::Postgres => write!(out, "${n}"),
+    };
+    written.map_err(|_| minijinja::Error::from(ErrorKind::WriteFailure))
 }
 
 /// The environment templates are checked in: the settings that shape parsing, and none of
@@ -230,45 +281,106 @@ pub fn render_checked_sql(
     ctx: &TemplateContext<'_>,
     dialect: Dialect,
 ) -> Result<BoundSql, TemplateError> {
-    let binds: Arc<Mutex<Vec<SqlValue>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut env = environment();
-    let sink = Arc::clone(&binds);
-    // The formatter is the only way a value reaches the output, so installing one that
-    // writes a placeholder is what guarantees values never become SQL text.
-    env.set_formatter(move |out, _state, value| {
-        // `{{ x if false }}` yields a silent undefined; Jinja prints nothing for it.
-        if value.is_undefined() {
-            return Ok(());
-        }
-        let bound = to_sql_value(value)?;
-        let mut binds = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if binds.len() >= MAX_BINDS {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                format!("a statement may carry at most {MAX_BINDS} bind parameters"),
-            ));
-        }
-        binds.push(bound);
-        let n = binds.len();
-        let written = match dialect {
-            Dialect::Sqlite => write!(out, "?{n}"),
-            Dialect::Postgres => write!(out, "${n}"),
-        };
-        written.map_err(|_| minijinja::Error::from(ErrorKind::WriteFailure))
-    });
+    let env = environment(dialect);
     let tmpl = env
         .template_from_named_str(TEMPLATE_NAME, template)
         .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+    render_template(&tmpl, ctx)
+}
 
+/// Renders a compiled template: its SQL text, and the values bound to its placeholders.
+fn render_template(
+    tmpl: &minijinja::Template<'_, '_>,
+    ctx: &TemplateContext<'_>,
+) -> Result<BoundSql, TemplateError> {
     let root = context_value(ctx);
     let mut out = CappedWriter::default();
-    if let Err(e) = tmpl.render_captured_to(&root, &mut out) {
-        return Err(render_error(&e, &out, template, ctx));
-    }
+    let rendered = tmpl.render_captured_to(&root, &mut out);
+    let captured = rendered.map_err(|e| render_error(&e, &out, tmpl.source(), ctx))?;
     let sql = String::from_utf8(out.buf)
         .map_err(|_| TemplateError::Render("the rendered SQL is not valid UTF-8".into()))?;
-    let binds = std::mem::take(&mut *binds.lock().unwrap_or_else(|p| p.into_inner()));
+    let binds = captured
+        .state()
+        .get_temp(BINDS)
+        .and_then(|binds| {
+            binds.downcast_object_ref::<Binds>().map(|binds| {
+                std::mem::take(&mut *binds.0.lock().unwrap_or_else(PoisonError::into_inner))
+            })
+        })
+        .unwrap_or_default();
     Ok(BoundSql { sql, binds })
+}
+
+/// The templates of a published version's cells, each compiled once for each dialect it
+/// is rendered in, instead of parsed and compiled again at every render, which was most of
+/// a render's cost (BENCHMARKS.md §7). A version never changes, so neither do they.
+pub struct CompiledTemplates {
+    /// (cell id, template) of the templates that passed `check_constructs`.
+    sources: Vec<(String, String)>,
+    sqlite: OnceLock<Environment<'static>>,
+    postgres: OnceLock<Environment<'static>>,
+}
+
+impl CompiledTemplates {
+    /// `sources`: (name, template) pairs, each already through `check_constructs`.
+    pub fn new(sources: Vec<(String, String)>) -> Self {
+        CompiledTemplates {
+            sources,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    /// How many templates there are.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// Whether the template named `name` is among them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.sources.iter().any(|(n, _)| n == name)
+    }
+
+    /// Renders the template named `name` as `render_checked_sql` would; `None` if there is
+    /// no such template, or it does not compile (it is then left to `render_sql`, which
+    /// reports why at its cell).
+    pub fn render(
+        &self,
+        name: &str,
+        ctx: &TemplateContext<'_>,
+        dialect: Dialect,
+    ) -> Option<Result<BoundSql, TemplateError>> {
+        let env = match dialect {
+            Dialect::Sqlite => &self.sqlite,
+            Dialect::Postgres => &self.postgres,
+        }
+        .get_or_init(|| {
+            let mut env = environment(dialect);
+            for (name, source) in &self.sources {
+                // One that fails to compile is left out, and rendered apart.
+                let _ = env.add_template_owned(name.clone(), source.clone());
+            }
+            env
+        });
+        let tmpl = env.get_template(name).ok()?;
+        Some(render_template(&tmpl, ctx))
+    }
+}
+
+impl std::fmt::Debug for CompiledTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledTemplates")
+            .field(
+                "names",
+                &self.sources.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Explains a failed render in the user's terms.
@@ -310,14 +422,32 @@ fn render_error(
                 })
                 .collect();
             if missing.is_empty() {
-                TemplateError::Render(e.to_string())
+                TemplateError::Render(message(e))
             } else {
                 let names: Vec<String> = missing.into_iter().collect();
-                TemplateError::Render(format!("{e}: undefined variable(s) {}", names.join(", ")))
+                TemplateError::Render(format!(
+                    "{}: undefined variable(s) {}",
+                    message(e),
+                    names.join(", ")
+                ))
             }
         }
-        _ => TemplateError::Render(e.to_string()),
+        _ => TemplateError::Render(message(e)),
     }
+}
+
+/// `e`'s message as minijinja writes it, but pointing at the template as
+/// [`TEMPLATE_NAME`] whatever name it was compiled under (a compiled template is named
+/// for its cell), so a template's errors read the same however it was rendered.
+fn message(e: &minijinja::Error) -> String {
+    let mut text = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if e.name().is_some() {
+        let _ = write!(text, " (in {TEMPLATE_NAME}:{})", e.line().unwrap_or(0));
+    }
+    text
 }
 
 /// The template's root context. Inputs go first so that the fixed names win should an
@@ -518,7 +648,22 @@ mod tests {
             hex_run_context: "scheduled",
             cells,
         };
-        render_sql(template, &ctx, dialect)
+        let one_off = render_sql(template, &ctx, dialect);
+        if check_constructs(template).is_ok() {
+            // A compiled template renders exactly as a one-off render does, every time,
+            // whatever it is named.
+            let compiled = CompiledTemplates::new(vec![("c7".into(), template.into())]);
+            for _ in 0..2 {
+                match compiled.render("c7", &ctx, dialect) {
+                    Some(rendered) => assert_eq!(rendered, one_off, "{template}"),
+                    None => assert!(
+                        matches!(one_off, Err(TemplateError::Syntax(_))),
+                        "only a template that does not compile is left out: {one_off:?}"
+                    ),
+                }
+            }
+        }
+        one_off
     }
 
     fn render(template: &str, input: serde_json::Value) -> Result<BoundSql, TemplateError> {
@@ -800,7 +945,7 @@ mod tests {
 
     #[test]
     fn the_listed_globals_are_the_rendering_environments() {
-        let rendering: BTreeSet<String> = environment()
+        let rendering: BTreeSet<String> = environment(Dialect::Sqlite)
             .globals()
             .map(|(name, _)| name.to_owned())
             .collect();
@@ -824,7 +969,7 @@ mod tests {
                 .template_from_named_str(TEMPLATE_NAME, template)
                 .map(|t| (t.source().to_owned(), t.undeclared_variables(true)))
                 .map_err(|e| e.to_string());
-            let rendered = environment()
+            let rendered = environment(Dialect::Postgres)
                 .template_from_named_str(TEMPLATE_NAME, template)
                 .map(|t| (t.source().to_owned(), t.undeclared_variables(true)))
                 .map_err(|e| e.to_string());

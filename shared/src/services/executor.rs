@@ -89,29 +89,39 @@ pub struct ExecutorService {
 
 /// The execution plans of the versions this process ran lately. Planning parses every
 /// cell's template for the cells it reads, on every run, and a published version never
-/// changes, so its plan is worked out once.
+/// changes, so its plan is worked out once, and its templates compiled once.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: Mutex<HashMap<VersionKey, Arc<[PlannedCell]>>>,
+    plans: Mutex<Plans>,
 }
 
-/// A cell of a plan, in the order a run executes them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedCell {
-    pub id: String,
-    /// Whether the cell's template passed `template::check_constructs` when the version was
-    /// planned, so its renders need not check it again. Only versions published before
-    /// captured blocks were refused can hold one that does not; such a cell fails when it
-    /// is rendered, as before, after the cells ahead of it ran.
-    pub checked: bool,
+#[derive(Default)]
+struct Plans {
+    by_version: HashMap<VersionKey, Arc<Plan>>,
+    /// Templates the kept plans hold, compiled or to be.
+    templates: usize,
+}
+
+/// How a run executes a version: its cells' ids in the order a run executes them, and the
+/// templates of those that passed `template::check_constructs` when the version was
+/// planned, compiled. Only versions published before captured blocks were refused can hold
+/// a cell that did not; such a cell is rendered with `template::render_sql` and fails, as
+/// before, after the cells ahead of it ran.
+#[derive(Debug)]
+pub struct Plan {
+    pub cells: Vec<String>,
+    pub templates: template::CompiledTemplates,
 }
 
 /// (workspace, project, version number)
 type VersionKey = (String, String, u32);
 
-/// Versions whose plans are kept; past it the cache starts over, which costs one planning
-/// per version run since.
+/// Versions whose plans are kept, and templates among them (a compiled template holds
+/// ≈ 5.5 KiB for each dialect it is rendered in, so ≈ 5.5 MiB for a thousand); past either,
+/// the cache starts over, which costs one planning, and one compile per template, per
+/// version run since.
 const PLANS_KEPT: usize = 1024;
+const TEMPLATES_KEPT: usize = 1024;
 
 impl PlanCache {
     /// The plan of `version` of a project of the workspace (see `cells::execution_plan`).
@@ -119,33 +129,37 @@ impl PlanCache {
         &self,
         workspace_id: &str,
         version: &ProjectVersion,
-    ) -> Result<Arc<[PlannedCell]>, VersionError> {
+    ) -> Result<Arc<Plan>, VersionError> {
         let key = (
             workspace_id.to_owned(),
             version.project_id.clone(),
             version.version,
         );
         let lock = || self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(plan) = lock().get(&key) {
+        if let Some(plan) = lock().by_version.get(&key) {
             return Ok(Arc::clone(plan));
         }
-        let plan: Arc<[PlannedCell]> = cells::execution_plan(&version.body)?
-            .into_iter()
-            .map(|id| {
-                let checked = version
-                    .body
-                    .cells
-                    .iter()
-                    .find(|cell| cell.id == id)
-                    .is_some_and(|cell| template::check_constructs(&cell.sql).is_ok());
-                PlannedCell { id, checked }
-            })
+        let cells = cells::execution_plan(&version.body)?;
+        let checked = cells
+            .iter()
+            .filter_map(|id| version.body.cells.iter().find(|cell| &cell.id == id))
+            .filter(|cell| template::check_constructs(&cell.sql).is_ok())
+            .map(|cell| (cell.id.clone(), cell.sql.clone()))
             .collect();
+        let plan = Arc::new(Plan {
+            cells,
+            templates: template::CompiledTemplates::new(checked),
+        });
         let mut plans = lock();
-        if plans.len() >= PLANS_KEPT {
-            plans.clear();
+        let templates = plan.templates.len();
+        if plans.by_version.len() >= PLANS_KEPT || plans.templates + templates > TEMPLATES_KEPT {
+            *plans = Plans::default();
         }
-        plans.insert(key, Arc::clone(&plan));
+        plans.templates += templates;
+        if let Some(replaced) = plans.by_version.insert(key, Arc::clone(&plan)) {
+            // Planned meanwhile by another run of the same version.
+            plans.templates -= replaced.templates.len();
+        }
         Ok(plan)
     }
 }
@@ -497,8 +511,8 @@ impl ExecutorService {
         let mut connections: HashMap<String, RunConnection> = HashMap::new();
         let deadline =
             run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
-        for planned in plan.iter() {
-            let Some(cell) = body.cells.iter().find(|c| c.id == planned.id) else {
+        for id in &plan.cells {
+            let Some(cell) = body.cells.iter().find(|c| &c.id == id) else {
                 continue;
             };
             if cancel.is_cancelled() || self.clock.now() >= deadline {
@@ -534,12 +548,12 @@ impl ExecutorService {
             let Some(connection) = connections.get_mut(&cell.connection) else {
                 continue;
             };
-            let render = if planned.checked {
-                template::render_checked_sql
-            } else {
-                template::render_sql
-            };
-            let bound = match render(&cell.sql, &ctx, connection.dialect()) {
+            let dialect = connection.dialect();
+            let rendered = plan
+                .templates
+                .render(&cell.id, &ctx, dialect)
+                .unwrap_or_else(|| template::render_sql(&cell.sql, &ctx, dialect));
+            let bound = match rendered {
                 Ok(bound) => bound,
                 Err(e) => {
                     results.push(errored_cell(&cell.id, e.to_string(), started));
@@ -803,20 +817,22 @@ mod tests {
     #[test]
     fn a_version_is_planned_once_and_each_version_on_its_own() {
         let plans = PlanCache::default();
-        let ids = |plan: &[PlannedCell]| plan.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
         let first = plans.plan("w", &version("p", 1, "b")).expect("plan");
-        assert_eq!(ids(&first), ["a", "b"]);
-        assert!(first.iter().all(|c| c.checked), "{first:?}");
+        assert_eq!(first.cells, ["a", "b"]);
+        assert!(
+            first.cells.iter().all(|id| first.templates.contains(id)),
+            "{first:?}"
+        );
         let again = plans.plan("w", &version("p", 1, "b")).expect("plan");
         assert!(
             Arc::ptr_eq(&first, &again),
             "the same plan, not planned again"
         );
         let next = plans.plan("w", &version("p", 2, "a")).expect("plan");
-        assert_eq!(ids(&next), ["a"], "another version, its own plan");
+        assert_eq!(next.cells, ["a"], "another version, its own plan");
         let elsewhere = plans.plan("w2", &version("p", 1, "a")).expect("plan");
         assert_eq!(
-            ids(&elsewhere),
+            elsewhere.cells,
             ["a"],
             "another workspace's project of the same id"
         );
@@ -829,19 +845,42 @@ mod tests {
         legacy.body.cells[1].sql =
             "{% set q %}{{ cells.a.value }}{% endset %}SELECT {{ q }}".into();
         let plan = PlanCache::default().plan("w", &legacy).expect("plan");
-        assert_eq!(
-            *plan,
-            [
-                PlannedCell {
-                    id: "a".into(),
-                    checked: true
-                },
-                PlannedCell {
-                    id: "b".into(),
-                    checked: false
-                }
-            ]
+        assert_eq!(plan.cells, ["a", "b"]);
+        assert!(plan.templates.contains("a"), "{plan:?}");
+        assert!(
+            !plan.templates.contains("b"),
+            "left to render_sql: {plan:?}"
         );
+    }
+
+    #[test]
+    fn the_cache_starts_over_past_the_templates_it_keeps() {
+        let wide = |number: u32| {
+            let mut v = version("p", number, "a");
+            v.body.cells = (0..TEMPLATES_KEPT / 2 + 1)
+                .map(|i| Cell {
+                    id: if i == 0 { "a".into() } else { format!("x{i}") },
+                    cell_type: CellType::Sql,
+                    connection: "wh".into(),
+                    sql: "SELECT 1".into(),
+                })
+                .collect();
+            // Every cell is shown, so every cell is planned.
+            v.body.app.cells = v.body.cells.iter().map(|c| c.id.clone()).collect();
+            v
+        };
+        let plans = PlanCache::default();
+        let first = plans.plan("w", &wide(1)).expect("plan");
+        assert_eq!(first.templates.len(), TEMPLATES_KEPT / 2 + 1);
+        let kept = plans.plan("w", &wide(1)).expect("plan");
+        assert!(Arc::ptr_eq(&first, &kept), "kept while within the bound");
+        plans.plan("w", &wide(2)).expect("plan");
+        let again = plans.plan("w", &wide(1)).expect("plan");
+        assert!(
+            !Arc::ptr_eq(&first, &again),
+            "the second version's templates went past the bound: planned anew"
+        );
+        assert_eq!(again.cells, first.cells);
     }
 
     #[test]
