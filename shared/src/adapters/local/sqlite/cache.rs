@@ -102,7 +102,7 @@ impl SqliteStore {
 pub(super) struct EncodedEntry {
     workspace_id: String,
     key: String,
-    expires_at: String,
+    expires_at: DateTime<Utc>,
     /// The entry's creation time stands in for "now": whatever expired before it is
     /// unreadable by anyone.
     now: String,
@@ -124,7 +124,7 @@ impl EncodedEntry {
         Ok(EncodedEntry {
             workspace_id: entry.workspace_id.clone(),
             key: entry.key.clone(),
-            expires_at: ts(&entry.expires_at),
+            expires_at: entry.expires_at,
             now: ts(&entry.created_at),
             body,
             shared,
@@ -161,7 +161,7 @@ impl EncodedEntry {
             (
                 &self.workspace_id,
                 &self.key,
-                &self.expires_at,
+                &ts(&self.expires_at),
                 &self.body,
                 &rows_id,
             ),

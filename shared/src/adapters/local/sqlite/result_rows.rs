@@ -8,10 +8,11 @@
 //! visible without its rows. Readers hydrate with the same connection they read the
 //! record with.
 
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use rusqlite::{Connection, Transaction};
 use uuid::Uuid;
 
-use super::codec::{from_json, to_json};
+use super::codec::{from_json, to_json, ts};
 use super::{db_err, exec, query_opt};
 use crate::domain::model::Rows;
 use crate::ports::PortError;
@@ -52,30 +53,46 @@ pub(super) fn prepare(rows: &Rows) -> Result<Option<PreparedRows>, PortError> {
     }))
 }
 
-/// Inside the transaction writing a record that references `prepared`: the rows are
-/// stored for the workspace until at least `expires_at` (a `codec::ts` timestamp).
+/// Inside the transaction writing a record that references `prepared`, expiring at
+/// `expires_at`: the rows are stored for the workspace until at least then.
+///
+/// Rows are kept to the whole hour (UTC) at or after the expiry of the longest-lived
+/// record that references them, so the other records of that hour that show the same
+/// result find them kept long enough already and only read their expiry: the runs of a
+/// burst answered from the same cache entries write no rows (BENCHMARKS.md §7). Rows
+/// outlive their records by less than an hour.
 pub(super) fn keep(
     tx: &Transaction<'_>,
     workspace_id: &str,
-    expires_at: &str,
+    expires_at: &DateTime<Utc>,
     prepared: &PreparedRows,
 ) -> Result<(), PortError> {
     let id = prepared.id.to_string();
+    let until = ts(&whole_hour_at_or_after(expires_at));
     let json = match &prepared.json {
         Some(json) => json,
         None => {
-            // Timestamps are fixed-width text, so max() is the later instant.
-            let extended = exec(
+            let stored: Option<String> = query_opt(
                 tx,
-                "UPDATE result_rows SET expires_at = max(expires_at, ?3)
-                 WHERE id = ?1 AND workspace_id = ?2",
-                (&id, workspace_id, expires_at),
+                "SELECT expires_at FROM result_rows WHERE id = ?1 AND workspace_id = ?2",
+                (&id, workspace_id),
+                |row| row.get(0).map_err(db_err),
             )?;
-            if extended == 1 {
-                return Ok(());
+            match stored {
+                // Timestamps are fixed-width text: comparing them compares the instants.
+                Some(kept) if kept >= until => return Ok(()),
+                Some(_) => {
+                    exec(
+                        tx,
+                        "UPDATE result_rows SET expires_at = max(expires_at, ?3)
+                         WHERE id = ?1 AND workspace_id = ?2",
+                        (&id, workspace_id, &until),
+                    )?;
+                    return Ok(());
+                }
+                // Known to some store, not to this one (or reclaimed): store them here.
+                None => &to_json(&prepared.rows)?,
             }
-            // Known to some store, not to this one (or reclaimed): store them here.
-            &to_json(&prepared.rows)?
         }
     };
     exec(
@@ -83,9 +100,19 @@ pub(super) fn keep(
         "INSERT INTO result_rows (id, workspace_id, expires_at, rows) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)
              WHERE workspace_id = excluded.workspace_id",
-        (&id, workspace_id, expires_at, json),
+        (&id, workspace_id, &until, json),
     )?;
     Ok(())
+}
+
+/// `t` rounded up to a whole hour (UTC); a whole hour stays as it is.
+fn whole_hour_at_or_after(t: &DateTime<Utc>) -> DateTime<Utc> {
+    let into_hour =
+        i64::from(t.minute() * 60 + t.second()) * 1_000_000_000 + i64::from(t.nanosecond());
+    if into_hour == 0 {
+        return *t;
+    }
+    *t - TimeDelta::nanoseconds(into_hour) + TimeDelta::hours(1)
 }
 
 /// The rows stored under `id` for the workspace. A missing row (which the expiry rule
@@ -120,4 +147,33 @@ pub(super) fn purge(tx: &Transaction<'_>, as_of: &str, limit: u32) -> Result<usi
              SELECT rowid FROM result_rows WHERE expires_at <= ?1 LIMIT ?2)",
         (as_of, limit),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn an_expiry_rounds_up_to_the_whole_hour() {
+        let at = |h, m, s, nanos| {
+            Utc.with_ymd_and_hms(2026, 12, 31, h, m, s)
+                .single()
+                .expect("valid instant")
+                + TimeDelta::nanoseconds(nanos)
+        };
+        assert_eq!(whole_hour_at_or_after(&at(9, 0, 0, 0)), at(9, 0, 0, 0));
+        assert_eq!(whole_hour_at_or_after(&at(9, 0, 0, 1)), at(10, 0, 0, 0));
+        assert_eq!(
+            whole_hour_at_or_after(&at(9, 59, 59, 999_999_999)),
+            at(10, 0, 0, 0)
+        );
+        assert_eq!(whole_hour_at_or_after(&at(9, 30, 0, 0)), at(10, 0, 0, 0));
+        assert_eq!(
+            whole_hour_at_or_after(&at(23, 0, 1, 0)),
+            at(0, 0, 0, 0) + TimeDelta::days(1),
+            "into the next day, and year"
+        );
+    }
 }

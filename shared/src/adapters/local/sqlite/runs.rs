@@ -200,9 +200,8 @@ impl EncodedRun {
         if self.shared.is_empty() {
             return Ok(());
         }
-        let expires_at = ts(&self.expires_at);
         for prepared in &self.shared {
-            result_rows::keep(tx, &self.row.1, &expires_at, prepared)?;
+            result_rows::keep(tx, &self.row.1, &self.expires_at, prepared)?;
         }
         Ok(())
     }
@@ -755,6 +754,54 @@ mod tests {
         assert_eq!(r2.cells[0].rows, long);
         store.purge_expired_runs(at(9), 100).await.expect("purge");
         assert!(stored_results(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn rows_are_kept_to_the_hour_so_the_runs_of_that_hour_write_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_project(dir.path()).await;
+        let rows = many_rows(result_rows::SHARED_MIN_ROWS);
+        let minutes = |m: i64| at(9) + chrono::Duration::minutes(m);
+        store
+            .create_run_if_absent(&run_showing("r1", &rows, minutes(10)))
+            .await
+            .expect("run");
+        assert_eq!(
+            stored_results(&store),
+            [(rows.id().to_string(), ts(&at(10)))],
+            "to the whole hour after its record's expiry"
+        );
+        lock(&store.pool.writer)
+            .execute_batch(
+                "CREATE TEMP TABLE rows_written (id TEXT);
+                 CREATE TEMP TRIGGER log_rows_written AFTER UPDATE ON result_rows
+                 BEGIN INSERT INTO rows_written VALUES (NEW.id); END;",
+            )
+            .expect("log the writes");
+        let written = || -> i64 {
+            lock(&store.pool.writer)
+                .query_row("SELECT COUNT(*) FROM rows_written", [], |r| r.get(0))
+                .expect("count")
+        };
+        for (run_id, expiry) in [("r2", minutes(40)), ("r3", minutes(60)), ("r4", minutes(5))] {
+            store
+                .create_run_if_absent(&run_showing(run_id, &rows, expiry))
+                .await
+                .expect("run");
+        }
+        assert_eq!(written(), 0, "kept long enough already: read, not written");
+        store
+            .create_run_if_absent(&run_showing("r5", &rows, minutes(61)))
+            .await
+            .expect("run");
+        assert_eq!(written(), 1);
+        assert_eq!(
+            stored_results(&store),
+            [(rows.id().to_string(), ts(&at(11)))],
+            "a record of the next hour keeps them to its end"
+        );
+        let read = store.get_run("w", "r5").await.expect("get").expect("found");
+        assert_eq!(read.cells[0].rows, rows);
     }
 
     #[tokio::test]
