@@ -15,7 +15,6 @@
 //!
 //! `cargo bench -p scheduled-runs-benches --bench cell_steps`
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -82,8 +81,8 @@ fn steps(c: &mut Criterion) {
 
     let mut inputs = serde_json::Map::new();
     inputs.insert("rows".into(), serde_json::json!(100));
-    let mut views = HashMap::new();
-    views.insert(
+    let mut ctx = TemplateContext::new(&inputs, true, "scheduled");
+    ctx.add_cell(
         "c0".to_owned(),
         Arc::new(CellView {
             columns: vec!["id".into()],
@@ -91,12 +90,6 @@ fn steps(c: &mut Criterion) {
             row_count: 100,
         }),
     );
-    let ctx = TemplateContext {
-        inputs: &inputs,
-        hex_scheduled: true,
-        hex_run_context: "scheduled",
-        cells: &views,
-    };
     let sql = &body.cells[1].sql;
     c.bench_function("render (1 cell)", |b| {
         b.iter(|| template::render_sql(black_box(sql), &ctx, Dialect::Sqlite).expect("renders"))

@@ -30,7 +30,7 @@
 //!   minijinja fuel (instructions), a recursion limit, a cap on the rendered SQL's size and
 //!   on the number of binds, and the template source itself is capped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -69,16 +69,103 @@ pub struct CellView {
     pub row_count: u64,
 }
 
-/// Everything a template may read during one render.
-#[derive(Clone, Copy, Debug)]
-pub struct TemplateContext<'a> {
+/// Everything a run's templates may read: its inputs and run context, turned into
+/// template values once per run, and the results of the cells that already ran, added as
+/// each ends. Every render of the run shares it instead of assembling its variables again
+/// (BENCHMARKS.md §7); a cell's `.rows` are turned into values at most once per run.
+#[derive(Clone, Debug)]
+pub struct TemplateContext {
+    root: Arc<Root>,
+}
+
+/// The root of a render's variables.
+#[derive(Clone, Debug)]
+struct Root {
     /// The run's resolved input values, by input name.
-    pub inputs: &'a serde_json::Map<String, serde_json::Value>,
-    pub hex_scheduled: bool,
+    inputs: BTreeMap<String, Value>,
+    hex_scheduled: Value,
     /// `scheduled`, `api-triggered`, `app` or `logic`.
-    pub hex_run_context: &'a str,
+    hex_run_context: Value,
     /// Results of the cells that already ran, by cell id.
-    pub cells: &'a HashMap<String, Arc<CellView>>,
+    cells: Arc<Cells>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Cells(BTreeMap<String, Value>);
+
+impl TemplateContext {
+    pub fn new(
+        inputs: &serde_json::Map<String, serde_json::Value>,
+        hex_scheduled: bool,
+        hex_run_context: &str,
+    ) -> Self {
+        let root = Root {
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+                .collect(),
+            hex_scheduled: Value::from(hex_scheduled),
+            hex_run_context: Value::from(hex_run_context),
+            cells: Arc::default(),
+        };
+        TemplateContext {
+            root: Arc::new(root),
+        }
+    }
+
+    /// Makes the result of cell `id` visible as `cells.<id>`.
+    pub fn add_cell(&mut self, id: String, view: Arc<CellView>) {
+        // No render holds the context between two renders, so neither is copied.
+        let root = Arc::make_mut(&mut self.root);
+        Arc::make_mut(&mut root.cells)
+            .0
+            .insert(id, cell_value(view));
+    }
+
+    fn has_input(&self, name: &str) -> bool {
+        self.root.inputs.contains_key(name)
+    }
+
+    fn has_cell(&self, id: &str) -> bool {
+        self.root.cells.0.contains_key(id)
+    }
+}
+
+/// The fixed names come first, so that they win should an input ever share one
+/// (publishing refuses such inputs anyway).
+impl Object for Root {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "hex_scheduled" => Some(self.hex_scheduled.clone()),
+            "hex_run_context" => Some(self.hex_run_context.clone()),
+            "cells" => Some(Value::from_dyn_object(Arc::clone(&self.cells))),
+            name => self.inputs.get(name).cloned(),
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let fixed = CONTEXT_NAMES.iter().map(|name| Value::from(*name));
+        let inputs = self
+            .inputs
+            .keys()
+            .filter(|name| !CONTEXT_NAMES.contains(&name.as_str()))
+            .map(|name| Value::from(name.as_str()));
+        Enumerator::Values(fixed.chain(inputs).collect())
+    }
+}
+
+impl Object for Cells {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_str()?).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.keys().map(|id| Value::from(id.as_str())).collect())
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.len())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -265,7 +352,7 @@ pub fn global_names() -> BTreeSet<String> {
 /// parameter (`?N` for SQLite, `$N` for PostgreSQL, numbered from 1 in print order).
 pub fn render_sql(
     template: &str,
-    ctx: &TemplateContext<'_>,
+    ctx: &TemplateContext,
     dialect: Dialect,
 ) -> Result<BoundSql, TemplateError> {
     // Versions published before captured blocks were refused may still hold one.
@@ -278,7 +365,7 @@ pub fn render_sql(
 /// template a second time (a fifth of a render; BENCHMARKS.md §7).
 pub fn render_checked_sql(
     template: &str,
-    ctx: &TemplateContext<'_>,
+    ctx: &TemplateContext,
     dialect: Dialect,
 ) -> Result<BoundSql, TemplateError> {
     let env = environment(dialect);
@@ -291,9 +378,9 @@ pub fn render_checked_sql(
 /// Renders a compiled template: its SQL text, and the values bound to its placeholders.
 fn render_template(
     tmpl: &minijinja::Template<'_, '_>,
-    ctx: &TemplateContext<'_>,
+    ctx: &TemplateContext,
 ) -> Result<BoundSql, TemplateError> {
-    let root = context_value(ctx);
+    let root = Value::from_dyn_object(Arc::clone(&ctx.root));
     let mut out = CappedWriter::default();
     let rendered = tmpl.render_captured_to(&root, &mut out);
     let captured = rendered.map_err(|e| render_error(&e, &out, tmpl.source(), ctx))?;
@@ -352,7 +439,7 @@ impl CompiledTemplates {
     pub fn render(
         &self,
         name: &str,
-        ctx: &TemplateContext<'_>,
+        ctx: &TemplateContext,
         dialect: Dialect,
     ) -> Option<Result<BoundSql, TemplateError>> {
         let env = match dialect {
@@ -388,7 +475,7 @@ fn render_error(
     e: &minijinja::Error,
     out: &CappedWriter,
     template: &str,
-    ctx: &TemplateContext<'_>,
+    ctx: &TemplateContext,
 ) -> TemplateError {
     if out.overflowed {
         return TemplateError::Limit(format!(
@@ -409,13 +496,13 @@ fn render_error(
                 .filter_map(|path| {
                     let mut parts = path.split('.');
                     let root = parts.next()?.to_owned();
-                    let known = ctx.inputs.contains_key(&root)
+                    let known = ctx.has_input(&root)
                         || root == "hex_scheduled"
                         || root == "hex_run_context"
                         || globals.contains(&root);
                     if root == "cells" {
                         let id = parts.next()?;
-                        (!ctx.cells.contains_key(id)).then(|| format!("cells.{id}"))
+                        (!ctx.has_cell(id)).then(|| format!("cells.{id}"))
                     } else {
                         (!known).then_some(root)
                     }
@@ -450,31 +537,9 @@ fn message(e: &minijinja::Error) -> String {
     text
 }
 
-/// The template's root context. Inputs go first so that the fixed names win should an
-/// input ever share one (publishing refuses such inputs anyway).
-fn context_value(ctx: &TemplateContext<'_>) -> BTreeMap<String, Value> {
-    let mut root: BTreeMap<String, Value> = ctx
-        .inputs
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
-        .collect();
-    root.insert("hex_scheduled".into(), Value::from(ctx.hex_scheduled));
-    root.insert(
-        "hex_run_context".into(),
-        Value::from(ctx.hex_run_context.to_owned()),
-    );
-    let cells: BTreeMap<String, Value> = ctx
-        .cells
-        .iter()
-        .map(|(id, view)| (id.clone(), cell_value(view)))
-        .collect();
-    root.insert("cells".into(), Value::from(cells));
-    root
-}
-
-fn cell_value(view: &Arc<CellView>) -> Value {
+fn cell_value(view: Arc<CellView>) -> Value {
     Value::from_object(CellObject {
-        view: Arc::clone(view),
+        view,
         rows: OnceLock::new(),
     })
 }
@@ -629,6 +694,8 @@ pub fn cache_key(connection_name: &str, sql: &BoundSql) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use serde_json::json;
 
@@ -645,12 +712,10 @@ mod tests {
         cells: &HashMap<String, Arc<CellView>>,
         dialect: Dialect,
     ) -> Result<BoundSql, TemplateError> {
-        let ctx = TemplateContext {
-            inputs,
-            hex_scheduled: true,
-            hex_run_context: "scheduled",
-            cells,
-        };
+        let mut ctx = TemplateContext::new(inputs, true, "scheduled");
+        for (id, view) in cells {
+            ctx.add_cell(id.clone(), Arc::clone(view));
+        }
         let one_off = render_sql(template, &ctx, dialect);
         if check_constructs(template).is_ok() {
             // A compiled template renders exactly as a one-off render does, every time,
@@ -901,6 +966,50 @@ mod tests {
         assert_eq!(
             out.binds,
             vec![SqlValue::Bool(true), SqlValue::Text("scheduled".into())]
+        );
+    }
+
+    #[test]
+    fn the_context_grows_cell_by_cell_and_its_fixed_names_win() {
+        let inputs = inputs(json!({ "cells": 5, "hex_scheduled": "no", "n": 1 }));
+        let mut ctx = TemplateContext::new(&inputs, false, "api-triggered");
+        let view = |rows: u64| {
+            Arc::new(CellView {
+                columns: vec!["x".into()],
+                rows: vec![vec![json!(rows)]].into(),
+                row_count: rows,
+            })
+        };
+        let sql = "SELECT {{ n }}, {{ hex_scheduled }}, {{ cells|length }}\
+                   {% for id, c in cells|items %}, {{ id }}, {{ c.rowCount }}{% endfor %}";
+        let compiled = CompiledTemplates::new(vec![("c".into(), sql.into())]);
+        let binds = |ctx: &TemplateContext| {
+            let one_off = render_sql(sql, ctx, Dialect::Sqlite).expect("renders");
+            let again = compiled
+                .render("c", ctx, Dialect::Sqlite)
+                .expect("compiled");
+            assert_eq!(again.expect("renders"), one_off);
+            one_off.binds
+        };
+        use SqlValue::{Bool, Int, Text};
+        assert_eq!(binds(&ctx), [Int(1), Bool(false), Int(0)]);
+        ctx.add_cell("b".into(), view(7));
+        assert_eq!(
+            binds(&ctx),
+            [Int(1), Bool(false), Int(1), Text("b".into()), Int(7)]
+        );
+        ctx.add_cell("a".into(), view(3));
+        assert_eq!(
+            binds(&ctx),
+            [
+                Int(1),
+                Bool(false),
+                Int(2),
+                Text("a".into()),
+                Int(3),
+                Text("b".into()),
+                Int(7)
+            ]
         );
     }
 

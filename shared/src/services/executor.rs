@@ -507,7 +507,7 @@ impl ExecutorService {
         } else {
             "api-triggered"
         };
-        let mut views: HashMap<String, Arc<CellView>> = HashMap::new();
+        let mut ctx = TemplateContext::new(&inputs, scheduled, context_name);
         let mut connections: HashMap<String, RunConnection> = HashMap::new();
         let deadline =
             run.start_time.unwrap_or_else(|| self.clock.now()) + self.settings.run_timeout;
@@ -519,12 +519,6 @@ impl ExecutorService {
                 return (results, Ending::Interrupted);
             }
             let started = Instant::now();
-            let ctx = TemplateContext {
-                inputs: &inputs,
-                hex_scheduled: scheduled,
-                hex_run_context: context_name,
-                cells: &views,
-            };
             if !connections.contains_key(&cell.connection) {
                 match self.unseal_connection(run, loaded, &cell.connection) {
                     Ok(config) => {
@@ -619,7 +613,7 @@ impl ExecutorService {
                 },
             };
             let (columns, rows, row_count) = output;
-            views.insert(
+            ctx.add_cell(
                 cell.id.clone(),
                 Arc::new(CellView {
                     columns: columns.clone(),
