@@ -360,9 +360,9 @@ pub fn render_sql(
     render_checked_sql(template, ctx, dialect)
 }
 
-/// [`render_sql`] of a template known to pass [`check_constructs`]: the executor checks a
-/// version's templates once, when it plans the version, since the check parses the
-/// template a second time (a fifth of a render; BENCHMARKS.md §7).
+/// [`render_sql`] of a template known to pass [`check_constructs`], parsed and compiled
+/// for this render alone. The executor renders a planned version's templates with
+/// [`CompiledTemplates`] instead, which checks them once and compiles them once.
 pub fn render_checked_sql(
     template: &str,
     ctx: &TemplateContext,
