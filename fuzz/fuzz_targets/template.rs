@@ -3,7 +3,6 @@
 //! text of an input value: values only ever become bind parameters.
 #![no_main]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
@@ -23,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
     inputs.insert("region".into(), MARKER.into());
     inputs.insert("n".into(), 42.into());
     inputs.insert("list".into(), serde_json::json!([MARKER, 1, true]));
-    let mut cells = HashMap::new();
-    cells.insert(
+    let mut ctx = TemplateContext::new(&inputs, true, "scheduled");
+    ctx.add_cell(
         "orders".to_owned(),
         Arc::new(CellView {
             columns: vec!["name".into()],
@@ -32,14 +31,20 @@ fuzz_target!(|data: &[u8]| {
             row_count: 1,
         }),
     );
-    let ctx = TemplateContext {
-        inputs: &inputs,
-        hex_scheduled: true,
-        hex_run_context: "scheduled",
-        cells: &cells,
-    };
+    // The executor renders a planned version's templates compiled; they must render as a
+    // one-off render does.
+    let compiled = template::check_constructs(text)
+        .is_ok()
+        .then(|| template::CompiledTemplates::new(vec![("cell".into(), text.to_owned())]));
     for dialect in [Dialect::Sqlite, Dialect::Postgres] {
-        if let Ok(bound) = template::render_sql(text, &ctx, dialect)
+        let rendered = template::render_sql(text, &ctx, dialect);
+        if let Some(again) = compiled
+            .as_ref()
+            .and_then(|c| c.render("cell", &ctx, dialect))
+        {
+            assert_eq!(again, rendered, "a compiled template rendered otherwise");
+        }
+        if let Ok(bound) = rendered
             && !text.contains("MARKER")
         {
             assert!(
