@@ -92,14 +92,7 @@ pub struct ExecutorService {
 /// changes, so its plan is worked out once, and its templates compiled once.
 #[derive(Default)]
 pub struct PlanCache {
-    plans: Mutex<Plans>,
-}
-
-#[derive(Default)]
-struct Plans {
-    by_version: HashMap<VersionKey, Arc<Plan>>,
-    /// Templates the kept plans hold, compiled or to be.
-    templates: usize,
+    plans: Mutex<HashMap<VersionKey, Arc<Plan>>>,
 }
 
 /// How a run executes a version: its cells' ids in the order a run executes them, and the
@@ -136,7 +129,7 @@ impl PlanCache {
             version.version,
         );
         let lock = || self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(plan) = lock().by_version.get(&key) {
+        if let Some(plan) = lock().get(&key) {
             return Ok(Arc::clone(plan));
         }
         let cells = cells::execution_plan(&version.body)?;
@@ -151,15 +144,12 @@ impl PlanCache {
             templates: template::CompiledTemplates::new(checked),
         });
         let mut plans = lock();
-        let templates = plan.templates.len();
-        if plans.by_version.len() >= PLANS_KEPT || plans.templates + templates > TEMPLATES_KEPT {
-            *plans = Plans::default();
+        // Counted only when a version is planned, which a process does rarely.
+        let kept: usize = plans.values().map(|p| p.templates.len()).sum();
+        if plans.len() >= PLANS_KEPT || kept + plan.templates.len() > TEMPLATES_KEPT {
+            plans.clear();
         }
-        plans.templates += templates;
-        if let Some(replaced) = plans.by_version.insert(key, Arc::clone(&plan)) {
-            // Planned meanwhile by another run of the same version.
-            plans.templates -= replaced.templates.len();
-        }
+        plans.insert(key, Arc::clone(&plan));
         Ok(plan)
     }
 }

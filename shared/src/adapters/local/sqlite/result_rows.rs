@@ -8,7 +8,7 @@
 //! visible without its rows. Readers hydrate with the same connection they read the
 //! record with.
 
-use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rusqlite::{Connection, Transaction};
 use uuid::Uuid;
 
@@ -105,14 +105,10 @@ pub(super) fn keep(
     Ok(())
 }
 
-/// `t` rounded up to a whole hour (UTC); a whole hour stays as it is.
+/// `t` rounded up to a whole hour (UTC); a whole hour stays as it is. An instant too far
+/// out to round (past 2262) is kept as it is: the rows then live exactly as long as it.
 fn whole_hour_at_or_after(t: &DateTime<Utc>) -> DateTime<Utc> {
-    let into_hour =
-        i64::from(t.minute() * 60 + t.second()) * 1_000_000_000 + i64::from(t.nanosecond());
-    if into_hour == 0 {
-        return *t;
-    }
-    *t - TimeDelta::nanoseconds(into_hour) + TimeDelta::hours(1)
+    t.duration_round_up(TimeDelta::hours(1)).unwrap_or(*t)
 }
 
 /// The rows stored under `id` for the workspace. A missing row (which the expiry rule
