@@ -3864,8 +3864,8 @@ pub async fn fire_context_holds_everything_dispatch_checks(s: &Stores) {
     for hints in [true, false] {
         let fire = load_fire(s, &fire_request(&schedule, hints), now).await;
         assert_eq!(fire.schedule, schedule, "hints: {hints}");
-        assert_eq!(fire.project.as_ref(), Some(&project), "hints: {hints}");
-        assert_eq!(fire.creator.as_ref(), Some(&user), "hints: {hints}");
+        assert_eq!(fire.project.as_deref(), Some(&project), "hints: {hints}");
+        assert_eq!(fire.creator.as_deref(), Some(&user), "hints: {hints}");
         // The creator of a project is its FULL_ACCESS member.
         assert_eq!(fire.creator_role, Some(ProjectRole::FullAccess));
         assert!(!fire.previous_run_active);
@@ -3878,8 +3878,8 @@ pub async fn fire_context_holds_everything_dispatch_checks(s: &Stores) {
     forged.project_id = Some(unique("proj"));
     forged.created_by = Some(unique("someone"));
     let fire = load_fire(s, &forged, now).await;
-    assert_eq!(fire.project.as_ref(), Some(&project));
-    assert_eq!(fire.creator.as_ref(), Some(&user));
+    assert_eq!(fire.project.as_deref(), Some(&project));
+    assert_eq!(fire.creator.as_deref(), Some(&user));
     // A member's role is read live; a creator who left has none.
     s.projects
         .remove_member(&ws, &project.project_id, &user.user_id)

@@ -453,6 +453,8 @@ async fn a_scheduled_run_fires_completes_and_updates_published_results() {
     assert_eq!(status["status"], "COMPLETED", "{status}");
     assert_eq!(status["runTrigger"], "SCHEDULED");
     assert_eq!(status["scheduledFor"], "2026-06-01T01:00:00Z");
+    // Derived from the run id, not drawn: the same run, the same trace.
+    assert_eq!(status["traceId"], run_id.replace('-', ""), "{status}");
     assert_eq!(
         w.cell(&status, "context")["rows"][0],
         json!([1, "scheduled"])

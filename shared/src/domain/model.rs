@@ -674,11 +674,16 @@ impl Run {
     /// A scheduled run's id is derived from `(scheduleId, scheduledFor)` so that every
     /// duplicate delivery of the same fire names the same run.
     pub fn scheduled_run_id(schedule_id: &str, scheduled_for: DateTime<Utc>) -> String {
+        Run::scheduled_run_uuid(schedule_id, scheduled_for).to_string()
+    }
+
+    /// [`Run::scheduled_run_id`] as a UUID.
+    pub fn scheduled_run_uuid(schedule_id: &str, scheduled_for: DateTime<Utc>) -> uuid::Uuid {
         let key = format!(
             "{schedule_id}/{}",
             scheduled_for.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        uuid::Uuid::new_v5(&RUN_ID_NAMESPACE, key.as_bytes()).to_string()
+        uuid::Uuid::new_v5(&RUN_ID_NAMESPACE, key.as_bytes())
     }
 }
 

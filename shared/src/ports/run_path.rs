@@ -29,13 +29,14 @@ pub struct FireRequest {
     pub created_by: Option<String>,
 }
 
-/// Everything dispatch decides on.
+/// Everything dispatch decides on. The project and the creator are shared: the fires of
+/// a batch name a few projects and creators between them, and each is read once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FireContext {
     pub schedule: Schedule,
-    pub project: Option<Project>,
+    pub project: Option<Arc<Project>>,
     /// The schedule's creator as a user of the workspace.
-    pub creator: Option<User>,
+    pub creator: Option<Arc<User>>,
     /// The creator's role on the project (`None`: not a member).
     pub creator_role: Option<ProjectRole>,
     /// Whether the schedule's latest run is still `PENDING` or `RUNNING`.
@@ -195,8 +196,8 @@ impl DispatchPath for ComposedRunPath {
         Ok(Some(FireContext {
             previous_run_active: latest.items.iter().any(|r| !r.status.is_terminal()),
             schedule,
-            project,
-            creator,
+            project: project.map(Arc::new),
+            creator: creator.map(Arc::new),
             creator_role,
             published_connections: None,
         }))

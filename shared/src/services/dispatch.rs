@@ -158,14 +158,14 @@ impl DispatchService {
         let mut pending = Vec::with_capacity(fires.len());
         for (&(position, fire), context) in fires.iter().zip(contexts) {
             let scheduled_for = fire.scheduled_for;
-            let Some(context) = context else {
+            let Some(mut context) = context else {
                 tracing::info!(schedule_id = %fire.request.schedule_id, %scheduled_for,
                     "fire of a deleted schedule ignored");
                 outcomes.push((position, Ok(DispatchOutcome::ScheduleGone)));
                 continue;
             };
-            runs.push(self.scheduled_run(&context, scheduled_for, now));
-            pending.push((position, context.published_connections));
+            pending.push((position, context.published_connections.take()));
+            runs.push(self.scheduled_run(context, scheduled_for, now));
         }
         let created = self.runs.create_runs_if_absent(&runs).await;
         if created.len() != runs.len() {
@@ -193,17 +193,21 @@ impl DispatchService {
     }
 
     /// The run a fire makes: `PENDING` with the version published now and the creator's
-    /// current authority, or `SKIPPED` with the reason `decide` gives.
+    /// current authority, or `SKIPPED` with the reason `decide` gives. Its trace id is its
+    /// run id's hex: as unique as the run, and derived rather than drawn, since drawing
+    /// one meant a system call for every run of a burst (BENCHMARKS.md §5).
     fn scheduled_run(
         &self,
-        fire: &FireContext,
+        fire: FireContext,
         scheduled_for: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Run {
-        let run_id = Run::scheduled_run_id(&fire.schedule.schedule_id, scheduled_for);
-        let mut run = self.new_run(&fire.schedule, run_id, RunTrigger::Scheduled, now);
+        let decision = decide(&fire);
+        let id = Run::scheduled_run_uuid(&fire.schedule.schedule_id, scheduled_for);
+        let ids = (id.to_string(), id.simple().to_string());
+        let mut run = self.new_run(fire.schedule, ids, RunTrigger::Scheduled, now);
         run.scheduled_for = Some(scheduled_for);
-        match decide(fire) {
+        match decision {
             Decision::Skip(reason) => {
                 run.status = RunStatus::Skipped;
                 run.skip_reason = Some(reason);
@@ -290,18 +294,18 @@ impl DispatchService {
             return Err(policy::Denied::ProjectNotPublished.into());
         };
         let now = self.clock.now();
-        let mut run = self.new_run(
-            &schedule,
+        let authority = policy::run_authority(Some(access.role), &schedule);
+        let ids = (
             uuid::Uuid::new_v4().to_string(),
-            RunTrigger::Manual,
-            now,
+            uuid::Uuid::new_v4().simple().to_string(),
         );
+        let mut run = self.new_run(schedule, ids, RunTrigger::Manual, now);
         run.created_by = caller.user_id.clone();
         run.project_version = Some(version);
         if let RunAuthority::Run {
             update_published_results,
             use_cached_sql_results,
-        } = policy::run_authority(Some(access.role), &schedule)
+        } = authority
         {
             run.update_published_results = update_published_results;
             run.use_cached_sql_results = use_cached_sql_results;
@@ -331,23 +335,25 @@ impl DispatchService {
         Ok(())
     }
 
+    /// A new `PENDING` run of `schedule`, which it takes its ids and notifications from;
+    /// `(run_id, trace_id)` are the caller's.
     fn new_run(
         &self,
-        schedule: &Schedule,
-        run_id: String,
+        schedule: Schedule,
+        (run_id, trace_id): (String, String),
         trigger: RunTrigger,
         now: DateTime<Utc>,
     ) -> Run {
         Run {
             run_id,
-            project_id: schedule.project_id.clone(),
-            workspace_id: schedule.workspace_id.clone(),
-            schedule_id: Some(schedule.schedule_id.clone()),
+            project_id: schedule.project_id,
+            workspace_id: schedule.workspace_id,
+            schedule_id: Some(schedule.schedule_id),
             run_trigger: trigger,
             status: RunStatus::Pending,
             scheduled_for: None,
             project_version: None,
-            created_by: schedule.created_by.clone(),
+            created_by: schedule.created_by,
             created_at: now,
             start_time: None,
             end_time: None,
@@ -355,7 +361,7 @@ impl DispatchService {
             update_published_results: false,
             use_cached_sql_results: true,
             input_params: serde_json::Map::new(),
-            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+            trace_id,
             state_events: vec![StateEvent::new("STATUS", RunStatus::Pending.as_str(), now)],
             expires_at: now + self.settings.retention,
             attempt: 0,
@@ -363,7 +369,7 @@ impl DispatchService {
             cells: Vec::new(),
             error: None,
             // The schedule's notifications as they are when the run is created.
-            notification_settings: schedule.notifications.clone(),
+            notification_settings: schedule.notifications,
             event_pending: false,
             notifications: Vec::new(),
         }

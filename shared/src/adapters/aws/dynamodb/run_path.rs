@@ -12,6 +12,7 @@
 //! they end), and even then it lapses at its own expiry and DynamoDB TTL deletes it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -190,8 +191,8 @@ impl DynamoStore {
         });
         Ok(FireContext {
             schedule,
-            project,
-            creator,
+            project: project.map(Arc::new),
+            creator: creator.map(Arc::new),
             creator_role,
             previous_run_active,
             published_connections,

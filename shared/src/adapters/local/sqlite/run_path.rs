@@ -69,7 +69,7 @@ const CREATOR_ROLE: usize = 4;
 const CREATOR_KEY: usize = 5;
 
 /// What a creator is to a fire: the user, and their role on the schedule's project.
-type Creator = (Option<User>, Option<ProjectRole>);
+type Creator = (Option<Arc<User>>, Option<ProjectRole>);
 
 /// Runs `sql`, whose `?1` is a JSON array of `count` keys, and decodes each row into the
 /// slot of the key it answers (its `j.key`, in column `key`): one slot per key, `None`
@@ -113,7 +113,7 @@ fn schedule_from_row(row: &Row<'_>) -> Result<(Schedule, Option<RunStatus>), Por
 fn creator_from_row(row: &Row<'_>) -> Result<Creator, PortError> {
     let user = match row.get_ref(0).map_err(db_err)? {
         ValueRef::Null => None,
-        _ => Some(user_from_row(row, 0)?),
+        _ => Some(Arc::new(user_from_row(row, 0)?)),
     };
     let role = row
         .get::<_, Option<String>>(CREATOR_ROLE)
@@ -185,7 +185,7 @@ fn read_fires(
         [to_json(&projects.keys)?],
         projects.keys.len(),
         PROJECT_KEY,
-        project_from_row,
+        |row| project_from_row(row).map(Arc::new),
     )?;
     let creator_records = keyed(
         &snapshot,
