@@ -4,7 +4,9 @@
 //! (`SCHEDULER_BENCH_SCHEDULES` changes the 100,000; `SCHEDULER_BENCH_MINUTES` how many of
 //! the hour's minutes scenario (a) runs, 60 by default; `SCHEDULER_BENCH_BURSTS` how many
 //! times (b) runs, each on a fresh store, 1 by default; `SCHEDULER_BENCH_ONLY_BURST` runs
-//! (b) alone, to compare two builds on it.)
+//! (b) alone, to compare two builds on it; `SCHEDULER_BENCH_CONCURRENCY`,
+//! `SCHEDULER_BENCH_BATCH` and `SCHEDULER_BENCH_FIRST_BATCH` override the timer's
+//! `TimerSettings` of the same names, to try other settings without a rebuild.)
 //!
 //! The real embedded deployment (`Embedded::open`: SQLite store in a temporary directory,
 //! `LocalTimer`, `DispatchService`, in-process run queue) on a clock that runs at wall-clock
@@ -48,11 +50,16 @@ use scheduled_runs_benches::{
 };
 
 fn config(dir: &Path) -> EmbeddedConfig {
-    EmbeddedConfig::new(
+    let mut config = EmbeddedConfig::new(
         dir.to_path_buf(),
         "http://localhost:8080".into(),
         b"bench-secret".to_vec(),
-    )
+    );
+    let timer = &mut config.timer;
+    timer.concurrency = env_usize("SCHEDULER_BENCH_CONCURRENCY", timer.concurrency);
+    timer.batch = env_usize("SCHEDULER_BENCH_BATCH", timer.batch);
+    timer.first_batch = env_usize("SCHEDULER_BENCH_FIRST_BATCH", timer.first_batch);
+    config
 }
 
 /// Schedules per project. The store checks plan limits by counting a project's schedules

@@ -51,11 +51,11 @@ pub struct RecordingQueue(pub Mutex<Vec<RunMessage>>);
 
 #[async_trait]
 impl RunQueue for RecordingQueue {
-    async fn enqueue(&self, message: &RunMessage) -> Result<(), PortError> {
+    async fn enqueue(&self, message: RunMessage) -> Result<(), PortError> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(message.clone());
+            .push(message);
         Ok(())
     }
 }

@@ -674,8 +674,8 @@ async fn sqs_run_queue_delivers_the_run_message() {
         schedule_id: None,
         ..scheduled.clone()
     };
-    queue.enqueue(&scheduled).await.expect("enqueue");
-    queue.enqueue(&api).await.expect("enqueue");
+    queue.enqueue(scheduled.clone()).await.expect("enqueue");
+    queue.enqueue(api.clone()).await.expect("enqueue");
 
     let mut received: Vec<(RunMessage, HashMap<String, String>)> = receive(&client, &url, 2, 10)
         .await
@@ -716,7 +716,7 @@ async fn sqs_run_queue_delivers_the_run_message() {
         client,
         format!("{endpoint}/123456789012/{}", unique("missing-")),
     );
-    match gone.enqueue(&received[0].0).await {
+    match gone.enqueue(received[0].0.clone()).await {
         Err(PortError::Unavailable {
             retryable: false, ..
         }) => {}

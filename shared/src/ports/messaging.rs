@@ -78,7 +78,8 @@ impl RunMessage {
 
 #[async_trait]
 pub trait RunQueue: Send + Sync {
-    async fn enqueue(&self, message: &RunMessage) -> Result<(), PortError>;
+    /// Takes the message: a local queue hands it on as it is.
+    async fn enqueue(&self, message: RunMessage) -> Result<(), PortError>;
 }
 
 /// What every finished run announces (SPEC §7): other subscribers filter on the message

@@ -252,7 +252,7 @@ impl DispatchService {
             RunCreated::Created => {
                 let mut message = RunMessage::for_run(&run);
                 message.connections = published_connections.unwrap_or_default();
-                self.queue.enqueue(&message).await?;
+                self.queue.enqueue(message).await?;
                 tracing::info!(run_id = %run.run_id, schedule_id, scheduled_for = ?run.scheduled_for, "scheduled run queued");
                 Ok(DispatchOutcome::Queued(Box::new(run)))
             }
@@ -331,7 +331,7 @@ impl DispatchService {
     }
 
     async fn enqueue(&self, run: &Run) -> Result<(), ServiceError> {
-        self.queue.enqueue(&RunMessage::for_run(run)).await?;
+        self.queue.enqueue(RunMessage::for_run(run)).await?;
         Ok(())
     }
 

@@ -136,7 +136,7 @@ impl MaintenanceService {
         let stale_pending =
             run.status == RunStatus::Pending && now - run.created_at >= self.settings.requeue_after;
         if crashed || stale_pending {
-            self.queue.enqueue(&RunMessage::for_run(&run)).await?;
+            self.queue.enqueue(RunMessage::for_run(&run)).await?;
             tracing::info!(run_id = %run.run_id, schedule_id = ?run.schedule_id, crashed, "run queued again by the sweeper");
             report.requeued += 1;
         }

@@ -208,7 +208,7 @@ impl RunService {
         // The run exists now, and the caller is told so when the queue is only briefly
         // unavailable: a run left PENDING without a message is queued again by the
         // sweeper, whereas a 503 would make the caller start a second run.
-        match self.queue.enqueue(&RunMessage::for_run(&run)).await {
+        match self.queue.enqueue(RunMessage::for_run(&run)).await {
             Ok(()) => {}
             Err(
                 e @ PortError::Unavailable {

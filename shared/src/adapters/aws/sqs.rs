@@ -53,15 +53,15 @@ pub fn message_attributes(message: &RunMessage) -> Vec<(&'static str, String)> {
 
 #[async_trait]
 impl RunQueue for SqsRunQueue {
-    async fn enqueue(&self, message: &RunMessage) -> Result<(), PortError> {
-        let body = serde_json::to_string(message)
+    async fn enqueue(&self, message: RunMessage) -> Result<(), PortError> {
+        let body = serde_json::to_string(&message)
             .map_err(|e| PortError::fatal(format!("run message does not serialise: {e}")))?;
         let mut request = self
             .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body);
-        for (name, value) in message_attributes(message) {
+        for (name, value) in message_attributes(&message) {
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)

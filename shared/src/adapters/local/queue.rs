@@ -40,9 +40,9 @@ impl LocalRunReceiver {
 
 #[async_trait]
 impl RunQueue for LocalRunQueue {
-    async fn enqueue(&self, message: &RunMessage) -> Result<(), PortError> {
+    async fn enqueue(&self, message: RunMessage) -> Result<(), PortError> {
         self.tx
-            .send(message.clone())
+            .send(message)
             .map_err(|_| PortError::fatal("the local run queue is closed"))
     }
 }
