@@ -98,7 +98,12 @@ fn keyed<T>(
 
 /// A fire's schedule and its latest run's status, from a row of `LOAD_SCHEDULES`.
 fn schedule_from_row(row: &Row<'_>) -> Result<(Schedule, Option<RunStatus>), PortError> {
-    let schedule = from_json(&row.get::<_, String>(1).map_err(db_err)?, "schedule")?;
+    // Decoded where SQLite holds it: a copy of every fire's body would be freed at once.
+    let body = row
+        .get_ref(1)
+        .and_then(|v| Ok(v.as_str()?))
+        .map_err(db_err)?;
+    let schedule = from_json(body, "schedule")?;
     let latest_status = row
         .get::<_, Option<String>>(2)
         .map_err(db_err)?
@@ -196,29 +201,30 @@ fn read_fires(
         creator_from_row,
     )?;
     drop(snapshot);
-    schedules
-        .into_iter()
-        .zip(shared)
-        .map(|(slot, shared)| {
-            let (Some((schedule, latest_status)), Some((project, creator))) = (slot, shared) else {
-                return Ok(None);
-            };
-            let project = project_records.get(project).cloned().flatten();
-            let (creator, creator_role) = creator_records
-                .get(creator)
-                .cloned()
-                .flatten()
-                .unwrap_or((None, None));
-            Ok(Some(FireContext {
-                schedule,
-                project,
-                creator,
-                creator_role,
-                previous_run_active: latest_status.is_some_and(|s| !s.is_terminal()),
-                published_connections: None,
-            }))
-        })
-        .collect()
+    // Sized up front: collecting into a `Result` starts from an empty vector and grows it
+    // by doubling, copying the contexts each time (1% of a burst's profile).
+    let mut fires = Vec::with_capacity(count);
+    for (slot, shared) in schedules.into_iter().zip(shared) {
+        let (Some((schedule, latest_status)), Some((project, creator))) = (slot, shared) else {
+            fires.push(None);
+            continue;
+        };
+        let project = project_records.get(project).cloned().flatten();
+        let (creator, creator_role) = creator_records
+            .get(creator)
+            .cloned()
+            .flatten()
+            .unwrap_or((None, None));
+        fires.push(Some(FireContext {
+            schedule,
+            project,
+            creator,
+            creator_role,
+            previous_run_active: latest_status.is_some_and(|s| !s.is_terminal()),
+            published_connections: None,
+        }));
+    }
+    Ok(fires)
 }
 
 impl SqliteStore {
