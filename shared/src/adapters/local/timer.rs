@@ -358,18 +358,19 @@ impl LocalTimer {
     }
 
     /// Records the outcomes of a batch's dispatch: each fire advances to its schedule's
-    /// next fire, or is retried. A fire without an outcome counts as failed.
+    /// next fire, or is retried. A fire without an outcome counts as failed. Takes the
+    /// fires, so each schedule id goes back into the queue without a copy.
     fn completed(
         &self,
-        fires: &[ScheduledFire],
+        fires: Vec<ScheduledFire>,
         generations: &[u64],
         outcomes: &[Result<DispatchOutcome, ServiceError>],
     ) {
         let now = self.inner.clock.now();
         let settings = self.inner.settings;
         let mut state = self.state();
-        for (i, (fire, &generation)) in fires.iter().zip(generations).enumerate() {
-            let schedule_id = &fire.request.schedule_id;
+        for (i, (fire, &generation)) in fires.into_iter().zip(generations).enumerate() {
+            let schedule_id = fire.request.schedule_id;
             let ok = match outcomes.get(i) {
                 Some(Ok(_)) => true,
                 Some(Err(e)) => {
@@ -379,7 +380,7 @@ impl LocalTimer {
                 }
                 None => false,
             };
-            let Some(entry) = state.entries.get_mut(schedule_id) else {
+            let Some(entry) = state.entries.get_mut(&schedule_id) else {
                 continue;
             };
             if entry.generation != generation {
@@ -394,7 +395,7 @@ impl LocalTimer {
                         next
                     }
                     None => {
-                        state.entries.remove(schedule_id);
+                        state.entries.remove(&schedule_id);
                         continue;
                     }
                 }
@@ -403,7 +404,7 @@ impl LocalTimer {
                 let factor = 1i32 << entry.failures.min(16).saturating_sub(1);
                 now + (settings.backoff * factor).min(settings.max_backoff)
             };
-            state.enqueue(wake, generation, schedule_id.clone());
+            state.enqueue(wake, generation, schedule_id);
         }
         drop(state);
         self.inner.wake.notify_one();
@@ -483,7 +484,7 @@ impl LocalTimer {
                 let dispatch = dispatch.clone();
                 tokio::spawn(async move {
                     let outcomes = dispatch.dispatch(&fires).await;
-                    timer.completed(&fires, &generations, &outcomes);
+                    timer.completed(fires, &generations, &outcomes);
                     drop(permit);
                 });
             }
