@@ -679,12 +679,43 @@ impl Run {
 
     /// [`Run::scheduled_run_id`] as a UUID.
     pub fn scheduled_run_uuid(schedule_id: &str, scheduled_for: DateTime<Utc>) -> uuid::Uuid {
-        let key = format!(
-            "{schedule_id}/{}",
-            scheduled_for.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        uuid::Uuid::new_v5(&RUN_ID_NAMESPACE, key.as_bytes())
+        uuid::Uuid::new_v5(
+            &RUN_ID_NAMESPACE,
+            fire_key(schedule_id, scheduled_for).as_bytes(),
+        )
     }
+}
+
+/// `"{schedule_id}/{scheduled_for}"`, the fire time in RFC 3339 to the second with `Z`:
+/// the name a scheduled run's id is derived from. Written digit by digit, since chrono's
+/// formatter built a string of its own for every run of a burst; an instant it would write
+/// otherwise (a year beyond four digits, a leap second) takes its way.
+fn fire_key(schedule_id: &str, at: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let mut key = String::with_capacity(schedule_id.len() + 21);
+    key.push_str(schedule_id);
+    key.push('/');
+    let year = at.year();
+    if !(0..=9999).contains(&year) || at.nanosecond() >= 1_000_000_000 {
+        key.push_str(&at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        return key;
+    }
+    let fields = [
+        (year.unsigned_abs(), 4, '-'),
+        (at.month(), 2, '-'),
+        (at.day(), 2, 'T'),
+        (at.hour(), 2, ':'),
+        (at.minute(), 2, ':'),
+        (at.second(), 2, 'Z'),
+    ];
+    for (value, width, then) in fields {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            key.push(char::from(b'0' + digit as u8));
+        }
+        key.push(then);
+    }
+    key
 }
 
 const RUN_ID_NAMESPACE: uuid::Uuid =
@@ -1004,6 +1035,36 @@ pub struct Integrations {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_scheduled_run_id_is_the_one_stored_runs_were_given() {
+        // UUID v5 of "s1/2026-03-08T07:30:00Z" in the run-id namespace, computed apart:
+        // a duplicate delivery must name the run an earlier build created.
+        let t = Utc.with_ymd_and_hms(2026, 3, 8, 7, 30, 0).single();
+        let Some(t) = t else { panic!("valid instant") };
+        assert_eq!(
+            Run::scheduled_run_id("s1", t),
+            "ac4d661e-cdb0-5d4f-9fb0-4bfd54755802"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fire_key_is_the_rfc3339_second(
+            seconds in -70_000_000_000i64..300_000_000_000,
+            nanos in 0u32..1_000_000_000,
+            id in "[a-z0-9-]{0,40}",
+        ) {
+            let Some(at) = DateTime::from_timestamp(seconds, nanos) else {
+                panic!("in range")
+            };
+            let chrono = format!(
+                "{id}/{}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            proptest::prop_assert_eq!(fire_key(&id, at), chrono);
+        }
+    }
 
     #[test]
     fn scheduled_run_id_is_stable_per_fire_and_distinct_across_fires() {

@@ -204,7 +204,11 @@ impl DispatchService {
     ) -> Run {
         let decision = decide(&fire);
         let id = Run::scheduled_run_uuid(&fire.schedule.schedule_id, scheduled_for);
-        let ids = (id.to_string(), id.simple().to_string());
+        let mut text = uuid::Uuid::encode_buffer();
+        let ids = (
+            id.hyphenated().encode_lower(&mut text).to_owned(),
+            id.simple().encode_lower(&mut text).to_owned(),
+        );
         let mut run = self.new_run(fire.schedule, ids, RunTrigger::Scheduled, now);
         run.scheduled_for = Some(scheduled_for);
         match decision {
