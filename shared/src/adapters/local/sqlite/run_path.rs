@@ -98,7 +98,8 @@ fn keyed<T>(
 
 /// A fire's schedule and its latest run's status, from a row of `LOAD_SCHEDULES`.
 fn schedule_from_row(row: &Row<'_>) -> Result<(Schedule, Option<RunStatus>), PortError> {
-    // Decoded where SQLite holds it: a copy of every fire's body would be freed at once.
+    // Decoded from SQLite's own buffer: a copy into a `String` first cost every fire an
+    // allocation and a copy of its body.
     let body = row
         .get_ref(1)
         .and_then(|v| Ok(v.as_str()?))
