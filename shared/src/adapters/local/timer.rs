@@ -329,8 +329,6 @@ impl LocalTimer {
             let Some((_, items)) = state.queue.pop_first() else {
                 break;
             };
-            // A minute's bucket can hold every schedule: sized once, not grown by doubling.
-            due.reserve(items.len());
             for (generation, schedule_id) in items {
                 let Some(entry) = state
                     .entries
@@ -456,9 +454,8 @@ impl LocalTimer {
                     batch_size
                 };
                 previous = Some(at);
-                let room = size.min(due.len());
-                let mut fires = Vec::with_capacity(room);
-                let mut generations = Vec::with_capacity(room);
+                let mut fires = Vec::new();
+                let mut generations = Vec::new();
                 while fires.len() < size
                     && let Some(d) = due.next_if(|d| d.at == at)
                 {
